@@ -1,0 +1,1 @@
+"""Speed benchmarks: decode, train, codec."""

@@ -1,0 +1,1 @@
+"""Evaluation: judges, metrics, alignment analysis, reports, the study runner."""

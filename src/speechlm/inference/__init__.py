@@ -1,0 +1,1 @@
+"""Inference: logit processors and the KV-cached Generator (NTP/MTP)."""

@@ -1,0 +1,1 @@
+"""The SLM: backbone wrapper, speech embeddings and fusion, heads, speaker projector, losses."""

@@ -1,0 +1,1 @@
+"""Text tokenizers: characters for tiny models, Hugging Face tokenizers for real backbones."""

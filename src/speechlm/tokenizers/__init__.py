@@ -1,0 +1,1 @@
+"""Speech tokenizers (codecs): one interface, in-house coupled / semi-decoupled / decoupled designs, adapters."""

@@ -1,0 +1,1 @@
+"""Pretrained codecs loaded from local checkpoints."""

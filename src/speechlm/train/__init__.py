@@ -1,0 +1,1 @@
+"""Training: stages and the one visible training loop on Accelerate."""
