@@ -1,0 +1,117 @@
+"""Name -> tokenizer design: the one dispatch table, plus save/load of built tokenizers.
+
+A :class:`TokenizerConfig` is ``{name, model}``: ``name`` picks a row of :data:`DESIGNS`, and
+``model`` is that design's own frozen config dataclass (``config_class`` on the tokenizer class),
+validated when the config is built — so a YAML key the design does not know is an error at load time.
+
+Adding a design is one line in :data:`DESIGNS`. Modules are imported lazily so that the table can
+name every design without importing all of them (and without import cycles).
+
+On disk (``save_tokenizer``): ``DIR/model.safetensors`` + ``DIR/config.yaml`` (the resolved
+TokenizerConfig), each written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from speechlm import config as cfglib
+from speechlm.tokenizers.base import SpeechTokenizer
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class Design:
+    """Where a design's class lives and the constructor arguments that distinguish this variant."""
+
+    module: str
+    cls: str
+    variant: dict[str, Any] = field(default_factory=dict)
+
+    def load_class(self) -> type[SpeechTokenizer]:
+        return getattr(importlib.import_module(self.module), self.cls)
+
+
+DESIGNS: dict[str, Design] = {
+    # Coupled codecs (study §3.2 "coupled"): one entangled code family.
+    "coupled_rvq": Design("speechlm.tokenizers.coupled", "CoupledCodec", {"quantizer": "rvq"}),
+    "coupled_vq": Design("speechlm.tokenizers.coupled", "CoupledCodec", {"quantizer": "vq"}),
+    "coupled_fsq": Design("speechlm.tokenizers.coupled", "CoupledCodec", {"quantizer": "fsq"}),
+    # Semi-decoupled / decoupled (helper D2).
+    "semi_decoupled": Design("speechlm.tokenizers.semi_decoupled", "SemiDecoupledCodec"),
+    "decoupled": Design("speechlm.tokenizers.decoupled", "DecoupledCodec"),
+}
+
+
+def available() -> list[str]:
+    """Registered design names whose module imports (designs still being written are left out)."""
+    names = []
+    for name, design in DESIGNS.items():
+        try:
+            design.load_class()
+        except (ImportError, AttributeError):
+            continue
+        names.append(name)
+    return names
+
+
+def design(name: str) -> Design:
+    if name not in DESIGNS:
+        raise ValueError(f"unknown tokenizer {name!r}; registered: {', '.join(DESIGNS)}")
+    return DESIGNS[name]
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """``name`` selects the design; ``model`` is its config (a mapping in YAML, a dataclass once loaded)."""
+
+    name: str
+    model: Any = None
+
+    def __post_init__(self) -> None:
+        config_class = design(self.name).load_class().config_class
+        if not isinstance(self.model, config_class):
+            data = self.model if self.model is not None else {}
+            object.__setattr__(self, "model", cfglib.from_dict(config_class, data, prefix="model"))
+
+
+def build_tokenizer(cfg: TokenizerConfig) -> SpeechTokenizer:
+    """Instantiate the design ``cfg.name`` (random init) from ``cfg.model``."""
+    entry = design(cfg.name)
+    tok = entry.load_class()(cfg.model, **entry.variant)
+    tok.tokenizer_config = cfg
+    return tok
+
+
+def save_tokenizer(tok: SpeechTokenizer, directory: str | Path) -> Path:
+    """Write weights (safetensors) and the resolved config into ``directory`` atomically."""
+    if tok.tokenizer_config is None:
+        raise ValueError(f"{type(tok).__name__} was not built by build_tokenizer; it has no config to save")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (WEIGHTS_FILE + ".tmp")
+    # save_model (not save_file) de-duplicates shared tensors, e.g. tied codebooks.
+    save_model(tok, str(tmp))
+    tmp.replace(directory / WEIGHTS_FILE)
+    cfglib.dump(tok.tokenizer_config, directory / CONFIG_FILE)
+    return directory
+
+
+def load_tokenizer(directory: str | Path, device: str | torch.device = "cpu") -> SpeechTokenizer:
+    """Rebuild a tokenizer saved by :func:`save_tokenizer`, in eval mode."""
+    directory = Path(directory)
+    for fname in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / fname).is_file():
+            raise FileNotFoundError(f"{directory} is not a saved tokenizer: {fname} is missing")
+    cfg = cfglib.load(TokenizerConfig, directory / CONFIG_FILE)
+    tok = build_tokenizer(cfg)
+    load_model(tok, str(directory / WEIGHTS_FILE), strict=True, device=str(device))
+    return tok.to(device).eval()
