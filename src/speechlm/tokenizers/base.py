@@ -63,11 +63,21 @@ class DecodedAudio:
     lengths: torch.Tensor  # [B] int64, valid samples per item
 
 
+@dataclass(frozen=True)
+class CodecTrainOutput:
+    """What a trainable in-house codec's ``forward(wav, lengths)`` returns to the training recipe."""
+
+    wav: torch.Tensor  # [B, T * hop] reconstruction (straight-through through the quantizer)
+    losses: dict[str, torch.Tensor]  # weighted auxiliary scalars (commitment, distillation, ...)
+
+
 class SpeechTokenizer(nn.Module, abc.ABC):
     """Abstract codec. Subclasses set the attributes below in ``__init__`` and implement encode/decode.
 
     Registered designs (``registry.DESIGNS``) also name their frozen config dataclass in
     ``config_class`` and take it as the first constructor argument: ``Design(cfg, **variant)``.
+    Designs trained by ``tokenizers.train`` implement ``forward(wav [B, N], lengths [B]) ->
+    CodecTrainOutput``; the recipe adds the reconstruction losses to the design's own terms.
     """
 
     config_class: ClassVar[type[Any]]
