@@ -1,0 +1,1 @@
+"""Corpora: manifests, built-in synthetic corpus, datasets, reference-format import/export."""
