@@ -1,0 +1,172 @@
+"""Speech heads: one hidden state -> logits for the ``G`` tokens of the next group (paper Eqs. 2-3, §2.2).
+
+The study extends the speech head's 2-D weight to a 3-D tensor ``[W^1, ..., W^g]``, one slice per
+group slot; for decoupled tokenizers each slice covers only its own stream's vocabulary (Eq. 3), so
+each slot's softmax runs over that stream's codes plus END/PAD. Here all slots are computed at once:
+
+- ``linear`` (default; the study's best with MLP fusion, Table 6): all slot weights are stacked into
+  one ``[G*Vslot, D]`` matrix -- ONE matmul per call;
+- ``mlp``: per-slot Linear(D, H) -> SiLU -> Linear(H, Vslot) as in the released code, the G first
+  layers fused into one ``[G*H, D]`` matmul and the G second layers into one batched matmul;
+- ``transformer``: a small Transformer over the G slot queries of one position (query = hidden state
+  + a learned slot embedding), then the per-slot projections. The released code instead runs G
+  separate Qwen2 decoder stacks along *time*, which needs a second KV cache at generation and was
+  the worst head in Table 6; mixing across slots keeps ``speech_head(h)`` a function of ``h_s`` alone.
+
+``SlotVocab`` says which global speech ids each slot may emit. When the layout fixes a slot's
+stream (FWI with ``g % K == 0``) each slot gets weights only for its stream + END + PAD (Eq. 3);
+otherwise (NTP over several streams, chunk-wise order) every slot spans the whole speech
+vocabulary, as in the study's NTP model (Fig. 2a: single vocabulary, single head). Either way the
+head returns ``[..., G, Vs]`` logits over the global vocabulary, with ``-inf`` outside a slot's ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence
+
+import torch
+from torch import Tensor, nn
+
+HeadKind = Literal["linear", "mlp", "transformer"]
+
+
+class _Vocab(Protocol):  # what SlotVocab.from_layout reads of layout.SpeechVocab
+    size: int
+    end_id: int
+    pad_id: int
+
+    def stream_slice(self, k: int) -> slice: ...
+
+
+class _Layout(Protocol):  # what SlotVocab.from_layout reads of layout.SpeechLayout
+    vocab: _Vocab
+
+    def slot_streams(self) -> tuple[int, ...] | None: ...
+
+
+@dataclass(frozen=True)
+class SlotVocab:
+    """Global speech ids each of the ``G`` head slots may emit."""
+
+    ids: tuple[tuple[int, ...], ...]  # [G][Vslot_g] sorted global speech ids
+    vocab_size: int  # Vs, the global speech vocabulary
+
+    def __post_init__(self) -> None:
+        if not self.ids:
+            raise ValueError("SlotVocab needs at least one slot")
+        for g, slot in enumerate(self.ids):
+            if not slot or min(slot) < 0 or max(slot) >= self.vocab_size or len(set(slot)) != len(slot):
+                raise ValueError(f"slot {g}'s ids must be distinct ids in [0, {self.vocab_size})")
+
+    @classmethod
+    def full(cls, group_size: int, vocab_size: int) -> SlotVocab:
+        """Every slot spans the whole speech vocabulary (NTP / chunk-wise layouts)."""
+        return cls(ids=(tuple(range(vocab_size)),) * group_size, vocab_size=vocab_size)
+
+    @classmethod
+    def per_stream(cls, slot_ranges: Sequence[tuple[int, int]], end_id: int, pad_id: int, vocab_size: int) -> SlotVocab:
+        """Slot g emits ids ``range(*slot_ranges[g])`` (its stream's slice) plus END and PAD (Eq. 3)."""
+        return cls(ids=tuple((*range(a, b), end_id, pad_id) for a, b in slot_ranges), vocab_size=vocab_size)
+
+    @classmethod
+    def from_layout(cls, layout: _Layout, group_size: int) -> SlotVocab:
+        """Per-stream slots when the layout fixes each slot's stream, else full-vocabulary slots."""
+        vocab = layout.vocab
+        streams = layout.slot_streams()
+        if streams is None:
+            return cls.full(group_size, vocab.size)
+        if len(streams) != group_size:
+            raise ValueError(f"layout has {len(streams)} slots per group but the model's group_size is {group_size}")
+        ranges = [(vocab.stream_slice(k).start, vocab.stream_slice(k).stop) for k in streams]
+        return cls.per_stream(ranges, vocab.end_id, vocab.pad_id, vocab.size)
+
+    @property
+    def group_size(self) -> int:
+        return len(self.ids)
+
+    @property
+    def is_full(self) -> bool:
+        everything = tuple(range(self.vocab_size))
+        return all(slot == everything for slot in self.ids)
+
+    def allowed(self) -> Tensor:
+        """[G,Vs] bool: which ids each slot may emit."""
+        mask = torch.zeros(self.group_size, self.vocab_size, dtype=torch.bool)
+        for g, slot in enumerate(self.ids):
+            mask[g, list(slot)] = True
+        return mask
+
+
+class SpeechHead(nn.Module):
+    """[...,D] hidden states -> [...,G,Vs] speech logits, all G slots in one fused computation."""
+
+    def __init__(
+        self,
+        dim: int,
+        slots: SlotVocab,
+        kind: HeadKind = "linear",
+        hidden: int = 0,
+        layers: int = 2,
+        heads: int = 4,
+    ) -> None:
+        super().__init__()
+        if kind not in ("linear", "mlp", "transformer"):
+            raise ValueError(f"unknown speech head {kind!r}; expected 'linear', 'mlp' or 'transformer'")
+        g, vs = slots.group_size, slots.vocab_size
+        width = max(len(s) for s in slots.ids)
+        self.kind, self.group_size, self.vocab_size = kind, g, vs
+        self.full_vocab = slots.is_full
+        # columns[g, j] = global id of slot g's j-th output; short slots point at a dummy column Vs.
+        columns = torch.full((g, width), vs, dtype=torch.long)
+        for i, slot in enumerate(slots.ids):
+            columns[i, : len(slot)] = torch.tensor(slot)
+        self.register_buffer("columns", columns, persistent=False)
+        self.register_buffer("allowed", slots.allowed(), persistent=False)
+
+        self.trunk_mlp: nn.Linear | None = None
+        self.slot_queries: nn.Parameter | None = None
+        self.mixer: nn.TransformerEncoder | None = None
+        feat = dim
+        if kind == "mlp":
+            feat = hidden or 2 * dim  # released code: D -> 2D -> SiLU -> V per slot
+            self.trunk_mlp = nn.Linear(dim, g * feat)
+        elif kind == "transformer":
+            if dim % heads:
+                raise ValueError(f"transformer head: width {dim} is not divisible by {heads} heads")
+            self.slot_queries = nn.Parameter(torch.randn(g, dim) * 0.02)
+            layer = nn.TransformerEncoderLayer(
+                dim, heads, dim_feedforward=hidden or 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+            )
+            self.mixer = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False)
+        self.weight = nn.Parameter(torch.empty(g, width, feat))  # the 3-D speech head tensor of §2.2
+        self.bias = nn.Parameter(torch.zeros(g, width))
+        nn.init.normal_(self.weight, std=feat**-0.5)
+
+    def slot_features(self, hidden: Tensor) -> Tensor:
+        """[...,D] -> [...,G,F]: what each slot's projection reads."""
+        if self.trunk_mlp is not None:
+            return torch.nn.functional.silu(self.trunk_mlp(hidden)).unflatten(-1, (self.group_size, -1))
+        if self.mixer is not None:
+            lead = hidden.shape[:-1]
+            queries = hidden.unsqueeze(-2) + self.slot_queries  # [...,G,D]
+            return self.mixer(queries.reshape(-1, self.group_size, hidden.shape[-1])).reshape(*lead, self.group_size, -1)
+        return hidden.unsqueeze(-2).expand(*hidden.shape[:-1], self.group_size, hidden.shape[-1])
+
+    def slot_logits(self, hidden: Tensor) -> Tensor:
+        """[...,D] -> [...,G,Vslot]: each slot's logits over its own ids (``columns`` order)."""
+        if self.kind == "linear":
+            g, width, d = self.weight.shape  # all slots read the same h: one [G*W, D] matmul
+            flat = torch.nn.functional.linear(hidden, self.weight.reshape(g * width, d), self.bias.reshape(-1))
+            return flat.unflatten(-1, (g, width))
+        feats = self.slot_features(hidden)
+        return torch.einsum("...gf,gwf->...gw", feats, self.weight) + self.bias
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """[...,D] -> [...,G,Vs] logits over the global speech vocabulary (-inf outside a slot's ids)."""
+        logits = self.slot_logits(hidden)
+        if self.full_vocab:  # columns are the identity: no scatter needed
+            return logits
+        out = logits.new_full((*logits.shape[:-1], self.vocab_size + 1), float("-inf"))
+        out = out.scatter(-1, self.columns.expand(*logits.shape), logits)
+        return out[..., : self.vocab_size]
