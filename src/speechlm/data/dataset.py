@@ -1,0 +1,320 @@
+"""SLM training data: formatted examples -> id tensors -> padded :class:`SLMBatch` es, length-bucketed.
+
+Every example is tokenised once, up front, from the cached codes (``data.codes``): text pieces
+through the text tokenizer, speech pieces through the :class:`SpeechLayout` (FWI/CWI + MTP groups,
+END after the last token), the speaker piece as the placeholder id. One sequence position holds
+either one text token or one speech *group* of G ids (study §2.2: each hidden state reads a fused
+group and predicts the next one), so MTP's speech sequence is G/K times shorter than NTP's.
+
+Batches are cut by :class:`BucketBatchSampler`: shuffled, then sorted by length inside windows of
+a few dozen batches so padding stays small, then the batch order is shuffled again. The batch plan
+of an epoch is a pure function of ``(seed, epoch)``, which is what makes ``--resume`` exact, and it is
+split across data-parallel ranks by striding so every rank takes the same number of steps.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from speechlm.data.codes import CodeCache, UttCodes, speaker_means
+from speechlm.data.manifest import Corpus, Utterance
+from speechlm.data.tasks import (
+    SPEECH_TASKS,
+    FormattedExample,
+    SpeakerPiece,
+    SpeechPiece,
+    TaskConfig,
+    TaskFormatter,
+    TextPiece,
+)
+from speechlm.layout.speech import SpeechLayout
+from speechlm.layout.vocab import SPEAKER_PLACEHOLDER
+from speechlm.model.batch import IGNORE_INDEX as IGNORE
+from speechlm.model.batch import SLMBatch
+from speechlm.text.base import TextTokenizer
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is batched (YAML section ``data``)."""
+
+    corpus: Path  # a corpus folder made by `speechlm data synth` (or converted to its format)
+    cache_dir: Path = Path("runs/cache/codes")  # code caches, one sub-folder per tokenizer fingerprint
+    train_split: Literal["train", "val", "test"] = "train"
+    val_split: Literal["train", "val", "test"] | None = "val"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    # Speaker vector for the placeholder (§2.3): the utterance's own (the reference code's per-item
+    # spk_emb) or the mean over the speaker's training utterances (a steadier role timbre).
+    speaker_vector: Literal["utterance", "speaker_mean"] = "utterance"
+    batch_size: int = 16  # sequences per micro-batch (study Appendix C: batch size 16)
+    max_tokens: int = 0  # > 0: also cap padded positions (B x S) per micro-batch
+    max_positions: int = 4096  # longer sequences are skipped and reported, never silently cut
+    bucket_batches: int = 32  # batches per length-sorting window
+    encode_batch_seconds: float = 60.0  # audio seconds per tokenizer call when building the cache
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_positions", "bucket_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_tokens < 0:
+            raise ValueError(f"data.max_tokens must be >= 0 (0 = no cap), got {self.max_tokens}")
+        if self.encode_batch_seconds <= 0:
+            raise ValueError(f"data.encode_batch_seconds must be > 0, got {self.encode_batch_seconds}")
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    """One tokenised sequence of S positions (G = layout group size)."""
+
+    id: str
+    input_ids: torch.Tensor  # [S] text ids; the text pad id at speech positions
+    speech_ids: torch.Tensor  # [S, G] global speech ids; speech PAD at text positions
+    is_speech: torch.Tensor  # [S] bool
+    text_labels: torch.Tensor  # [S] input id where the text token is trained, else -100
+    speech_labels: torch.Tensor  # [S, G] speech id where trained, else -100 (PAD after END is never trained)
+    speaker_mask: torch.Tensor  # [S] bool, the speaker placeholder position
+    speaker: torch.Tensor | None  # [Ds] float32
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+class SequenceEncoder:
+    """Turns a :class:`FormattedExample` (+ its cached codes) into an :class:`EncodedExample`."""
+
+    def __init__(self, text_tokenizer: TextTokenizer, layout: SpeechLayout) -> None:
+        self.text = text_tokenizer
+        self.layout = layout
+        self.speaker_id = text_tokenizer.special_id(SPEAKER_PLACEHOLDER)
+
+    def encode(
+        self, example: FormattedExample, codes: UttCodes | None, speaker: torch.Tensor | None
+    ) -> EncodedExample:
+        G, speech_pad = self.layout.group_size, self.layout.vocab.pad_id
+        text_ids: list[int] = []
+        speech_rows: list[torch.Tensor] = []
+        text_labels: list[int] = []
+        speech_labels: list[torch.Tensor] = []
+        is_speech: list[bool] = []
+        spk: list[bool] = []
+        pad_row = torch.full((G,), speech_pad, dtype=torch.long)
+        ignore_row = torch.full((G,), IGNORE, dtype=torch.long)
+
+        def add_text(ids: Sequence[int], loss: bool, speaker_slot: bool = False) -> None:
+            text_ids.extend(ids)
+            text_labels.extend(ids if loss else [IGNORE] * len(ids))
+            speech_rows.extend([pad_row] * len(ids))
+            speech_labels.extend([ignore_row] * len(ids))
+            is_speech.extend([False] * len(ids))
+            spk.extend([speaker_slot] * len(ids))
+
+        for piece in example.pieces:
+            if isinstance(piece, TextPiece):
+                add_text(self.text.encode(piece.text), piece.loss)
+            elif isinstance(piece, SpeakerPiece):
+                if speaker is None:
+                    raise ValueError(f"example {example.id!r} has a speaker placeholder but no speaker vector")
+                add_text([self.speaker_id], loss=False, speaker_slot=True)
+            else:
+                assert isinstance(piece, SpeechPiece)
+                if codes is None:
+                    raise ValueError(f"example {example.id!r} has a speech slot but no cached codes")
+                groups = self._groups(codes)  # [J, G]
+                n = groups.shape[0]
+                speech_rows.extend(groups)
+                trained = groups.masked_fill(groups == speech_pad, IGNORE)  # PAD after END carries no loss
+                speech_labels.extend(trained if piece.loss else [ignore_row] * n)
+                text_ids.extend([self.text.pad_id] * n)
+                text_labels.extend([IGNORE] * n)
+                is_speech.extend([True] * n)
+                spk.extend([False] * n)
+        last_loss = bool(example.pieces) and getattr(example.pieces[-1], "loss", False)
+        add_text([self.text.eos_id], loss=last_loss)  # the response ends with EOS, as in the reference code
+        return EncodedExample(
+            id=example.id,
+            input_ids=torch.tensor(text_ids, dtype=torch.long),
+            speech_ids=torch.stack(speech_rows),
+            is_speech=torch.tensor(is_speech, dtype=torch.bool),
+            text_labels=torch.tensor(text_labels, dtype=torch.long),
+            speech_labels=torch.stack(list(speech_labels)),
+            speaker_mask=torch.tensor(spk, dtype=torch.bool),
+            speaker=speaker,
+        )
+
+    def _groups(self, codes: UttCodes) -> torch.Tensor:
+        """Codes ``[K_all, T]`` -> this utterance's speech groups ``[J, G]``, END group included."""
+        grouped = self.layout.encode(codes.codes[None], torch.tensor([codes.num_frames]))
+        return grouped.ids[0, : int(grouped.lengths[0])]
+
+
+@dataclass(frozen=True)
+class SkippedExample:
+    id: str
+    reason: str
+
+
+def encode_split(
+    corpus: Corpus,
+    split: str,
+    cfg: DataConfig,
+    encoder: SequenceEncoder,
+    cache: CodeCache | None,
+) -> tuple[list[EncodedExample], list[SkippedExample]]:
+    """Every example of the configured task mixture for ``split``.
+
+    Rows that cannot be used (no cached codes, empty text ...) raise before training starts; sequences
+    longer than ``max_positions`` are skipped and returned for the caller to report.
+    """
+    formatter = TaskFormatter(cfg.task)
+    means = speaker_means(cache, corpus) if cache is not None and cfg.speaker_vector == "speaker_mean" else {}
+    examples: list[EncodedExample] = []
+    skipped: list[SkippedExample] = []
+    for task in cfg.task.tasks:
+        rows: list[Utterance] = corpus.tts(split) if task in ("tts", "asr") else corpus.qa(split)
+        for row in rows:
+            formatted = formatter.format(row, task)
+            codes = None
+            if task in SPEECH_TASKS or formatted.has_speaker:
+                if cache is None:
+                    raise ValueError(f"task {task!r} needs speech codes but no code cache was given")
+                codes = cache.get(row.id)
+            speaker = _speaker_vector(row, codes, means) if formatted.has_speaker else None
+            example = encoder.encode(formatted, codes if task in SPEECH_TASKS else None, speaker)
+            if example.length > cfg.max_positions:
+                skipped.append(SkippedExample(example.id, f"{example.length} positions > max_positions"))
+                continue
+            examples.append(example)
+    return examples, skipped
+
+
+def _speaker_vector(row: Utterance, codes: UttCodes | None, means: dict[str, torch.Tensor]) -> torch.Tensor:
+    if row.speaker in means:
+        return means[row.speaker]
+    if codes is None or codes.speaker is None:
+        raise ValueError(
+            f"utterance {row.id!r} needs a speaker vector but its tokenizer gives none (speaker_dim 0); "
+            "use a tokenizer with a speaker vector or set data.task.speaker_aware: false"
+        )
+    return codes.speaker
+
+
+def collate(examples: Sequence[EncodedExample], *, text_pad_id: int, speech_pad_id: int) -> SLMBatch:
+    """Right-pad a list of examples into one :class:`SLMBatch` ``[B, S(, G)]``."""
+    if not examples:
+        raise ValueError("collate: empty list of examples")
+    B, S = len(examples), max(e.length for e in examples)
+    G = examples[0].speech_ids.shape[1]
+    input_ids = torch.full((B, S), text_pad_id, dtype=torch.long)
+    speech_ids = torch.full((B, S, G), speech_pad_id, dtype=torch.long)
+    is_speech = torch.zeros(B, S, dtype=torch.bool)
+    attention_mask = torch.zeros(B, S, dtype=torch.long)
+    text_labels = torch.full((B, S), IGNORE, dtype=torch.long)
+    speech_labels = torch.full((B, S, G), IGNORE, dtype=torch.long)
+    speaker_mask = torch.zeros(B, S, dtype=torch.bool)
+    for b, e in enumerate(examples):
+        n = e.length
+        input_ids[b, :n] = e.input_ids
+        speech_ids[b, :n] = e.speech_ids
+        is_speech[b, :n] = e.is_speech
+        attention_mask[b, :n] = 1
+        text_labels[b, :n] = e.text_labels
+        speech_labels[b, :n] = e.speech_labels
+        speaker_mask[b, :n] = e.speaker_mask
+    vectors = [e.speaker for e in examples if e.speaker is not None]
+    speaker = None
+    if vectors:
+        # Rows without a placeholder (e.g. ASR beside speaker-aware TTS) get zeros; they are never read.
+        zeros = torch.zeros_like(vectors[0])
+        speaker = torch.stack([e.speaker if e.speaker is not None else zeros for e in examples])
+    return SLMBatch(
+        input_ids=input_ids,
+        speech_ids=speech_ids,
+        is_speech=is_speech,
+        attention_mask=attention_mask,
+        text_labels=text_labels,
+        speech_labels=speech_labels,
+        speaker=speaker,
+        speaker_mask=speaker_mask,
+        ids=[e.id for e in examples],
+    )
+
+
+class BucketBatchSampler:
+    """Length-bucketed batches of indices; the plan of an epoch is a pure function of (seed, epoch)."""
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        *,
+        max_tokens: int = 0,
+        bucket_batches: int = 32,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if not lengths:
+            raise ValueError("no training examples: the task mixture produced an empty dataset")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        if max_tokens and max(lengths) > max_tokens:
+            raise ValueError(f"data.max_tokens={max_tokens} is below the longest sequence ({max(lengths)} positions)")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.bucket_batches = bucket_batches
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        if len(self.plan(0)) == 0:
+            raise ValueError(
+                f"{len(lengths)} examples make fewer batches than the {num_replicas} data-parallel processes"
+            )
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        """This rank's batches for ``epoch``, in order."""
+        rng = random.Random(self.seed * 100_003 + epoch)
+        order = list(range(len(self.lengths)))
+        if self.shuffle:
+            rng.shuffle(order)
+        window = self.batch_size * self.bucket_batches
+        batches: list[list[int]] = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start : start + window], key=lambda i: self.lengths[i])
+            batches.extend(self._cut(chunk))
+        if self.shuffle:
+            rng.shuffle(batches)
+        usable = len(batches) - len(batches) % self.num_replicas  # every rank takes the same steps
+        return batches[self.rank : usable : self.num_replicas]
+
+    def _cut(self, chunk: list[int]) -> list[list[int]]:
+        batches, batch, longest = [], [], 0
+        for i in chunk:
+            longest_if = max(longest, self.lengths[i])
+            too_many = len(batch) >= self.batch_size
+            too_long = self.max_tokens and longest_if * (len(batch) + 1) > self.max_tokens
+            if batch and (too_many or too_long):
+                batches.append(batch)
+                batch, longest_if = [], self.lengths[i]
+            batch.append(i)
+            longest = longest_if
+        if batch:
+            batches.append(batch)
+        return batches
+
+    def stream(self, epoch: int = 0, position: int = 0) -> Iterator[tuple[int, int, list[int]]]:
+        """Endless ``(epoch, position, batch)``; start at ``(epoch, position)`` to resume exactly."""
+        while True:
+            plan = self.plan(epoch)
+            for i in range(position, len(plan)):
+                yield epoch, i, plan[i]
+            epoch, position = epoch + 1, 0
