@@ -75,14 +75,15 @@ def test_speaker_placeholder_and_vector(setup):
     corpus, cache, text = setup
     cfg = _cfg(corpus.root, speaker_aware=True)
     examples, _ = encode_split(corpus, "train", cfg, SequenceEncoder(text, _layout(cache, 1)), cache)
-    tts = [e for e in examples if e.id.endswith("/tts")]
-    asr = [e for e in examples if e.id.endswith("/asr")]
-    for e in tts:
+    assert {e.id.split("/")[1] for e in examples} == {"tts", "asr"}
+    for e in examples:  # Eq. 5: the speaker context precedes every speech sequence, TTS and ASR alike
         assert int(e.speaker_mask.sum()) == 1 and e.speaker is not None
         assert int(e.input_ids[e.speaker_mask]) == text.special_id("<|spk_emb|>")
         assert torch.equal(e.speaker, cache.get(e.id.split("/")[0]).speaker)
-    assert all(e.speaker is None and not e.speaker_mask.any() for e in asr)
-    batch = collate([tts[0], asr[0]], text_pad_id=text.pad_id, speech_pad_id=0)
+    text_only, _ = encode_split(
+        corpus, "train", _cfg(corpus.root, tasks=("text",), speaker_aware=True), SequenceEncoder(text, _layout(cache, 1)), cache
+    )
+    batch = collate([examples[0], text_only[0]], text_pad_id=text.pad_id, speech_pad_id=0)
     assert batch.speaker.shape == (2, 4) and torch.equal(batch.speaker[1], torch.zeros(4))
 
 

@@ -53,6 +53,11 @@ class TemplateConfig:
         " [Assistant]: The speech is: [ua]{speech}.\n\n"
     )
     asr: str = "[Human]: Recognize this speech: [ua]{speech}.\n [Assistant]: The text is: {text}.\n\n"
+    # Eq. 5 puts the speaker representation ahead of the context of every sequence, so a
+    # speaker-aware model sees it in ASR too (the reference code only shows its TTS form).
+    asr_speaker: str = (
+        "[Human]: Recognize this speech, spoken like: {speaker}: [ua]{speech}.\n [Assistant]: The text is: {text}.\n\n"
+    )
     text: str = "[Human]: {question}\n [Assistant]: {answer}\n\n"
     role_qa: str = (
         "{system} [Human]: Respond to this text question, you can first generate a text answer and read this "
@@ -65,7 +70,7 @@ class TemplateConfig:
     system: str = _SYSTEM
 
     def __post_init__(self) -> None:
-        for name in ("tts", "tts_speaker", "asr", "text", "role_qa", "role_qa_plain"):
+        for name in ("tts", "tts_speaker", "asr", "asr_speaker", "text", "role_qa", "role_qa_plain"):
             _check_template(name, getattr(self, name))
 
 
@@ -144,10 +149,12 @@ class TaskFormatter:
         t = self.cfg.templates
         if task == "tts":
             return t.tts_speaker if self.cfg.speaker_aware else t.tts
+        if task == "asr":
+            return t.asr_speaker if self.cfg.speaker_aware else t.asr
         if task == "role_qa":
             return t.role_qa if self.cfg.speaker_aware else t.role_qa_plain
-        if task in ("asr", "text"):
-            return getattr(t, task)
+        if task == "text":
+            return t.text
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
 
     def format(self, utt: Utterance, task: Task) -> FormattedExample:
