@@ -141,7 +141,8 @@ def test_bad_codes_are_rejected_with_their_position():
     lengths = torch.tensor([5, 4])
     bad = codes.clone()
     bad[1, 2, 3] = 7  # content1 has 7 codes: 0..6
-    with pytest.raises(ValueError, match=r"item 1, stream 2 \('content1'\), frame 3: code 7 is outside the codebook 0..6"):
+    expect = r"item 1, stream 2 \('content1'\), frame 3: code 7 is outside the codebook 0..6"
+    with pytest.raises(ValueError, match=expect):
         layout.encode(bad, lengths)
     bad[1, 2, 3], bad[1, 2, 4] = 0, 99  # past item 1's length: ignored
     layout.encode(bad, lengths)

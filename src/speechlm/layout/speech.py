@@ -89,7 +89,9 @@ class SpeechLayout:
 
     def __repr__(self) -> str:
         c = self.cfg
-        return f"SpeechLayout(streams={self.vocab.names}, order={c.order!r}, chunk={c.chunk}, group_size={c.group_size})"
+        return (
+            f"SpeechLayout(streams={self.vocab.names}, order={c.order!r}, chunk={c.chunk}, group_size={c.group_size})"
+        )
 
     def num_groups(self, num_frames: torch.Tensor) -> torch.Tensor:
         """LM speech steps (groups) an utterance of ``num_frames [B]`` frames takes, END included."""
@@ -123,9 +125,10 @@ class SpeechLayout:
         bad = valid & ((local < 0) | (local >= sizes))
         if bool(bad.any()):
             b, k, t = (int(i) for i in bad.nonzero()[0])
+            ids_k = self.vocab.stream_slice(k)
             raise ValueError(
                 f"item {b}, frame {t}: id {int(frames.codes[b, k, t])} is not in stream {k} "
-                f"({self.vocab.names[k]!r}, ids {self.vocab.stream_slice(k).start}..{self.vocab.stream_slice(k).stop - 1})"
+                f"({self.vocab.names[k]!r}, ids {ids_k.start}..{ids_k.stop - 1})"
             )
         return FrameCodes(local.masked_fill(~valid, 0), frames.lengths)
 
