@@ -153,10 +153,12 @@ class SpeechLayout:
         step_t = torch.as_tensor(step, dtype=torch.long)
         if bool((step_t < 0).any()):
             raise ValueError(f"group index must be >= 0, got {step}")
-        positions = step_t[..., None] * self.group_size + torch.arange(self.group_size)  # [..., G]
-        frames = None if num_frames is None else torch.as_tensor(num_frames, dtype=torch.long)
+        device = step_t.device
+        positions = step_t[..., None] * self.group_size + torch.arange(self.group_size, device=device)  # [..., G]
+        frames = None if num_frames is None else torch.tensor(num_frames, dtype=torch.long, device=device)
         stream, _ = token_coordinates(positions, frames, self.num_streams, self.cfg.order, self.cfg.chunk)
-        mask = self._stream_masks[stream.clamp(max=self.num_streams - 1)].clone()  # [..., G, V]
+        # Past a known length CWI coordinates are meaningless (only END/PAD live there): clamp.
+        mask = self._stream_masks.to(device)[stream.clamp(max=self.num_streams - 1)]  # [..., G, V]
         mask[..., self.vocab.end_id] = True
         mask[..., self.vocab.pad_id] = True
         return mask
