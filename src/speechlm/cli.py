@@ -67,10 +67,94 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_data_convert)
 
 
+def _cmd_codec_train(args: argparse.Namespace) -> int:
+    from speechlm.config import load
+    from speechlm.tokenizers.train import CodecTrainConfig, train_codec
+
+    ckpt = train_codec(load(CodecTrainConfig, args.config, args.overrides), resume=args.resume)
+    print(f"checkpoint: {ckpt}")
+    return 0
+
+
+def _cmd_codec_eval(args: argparse.Namespace) -> int:
+    from speechlm.runtime import set_threads
+    from speechlm.tokenizers.evaluate import Judges, evaluate_codec, format_summary, write_report
+    from speechlm.tokenizers.registry import load_tokenizer
+
+    set_threads(args.threads)
+    tok = load_tokenizer(args.ckpt)
+    judges = Judges() if args.no_judges else Judges.default(Path(args.data))
+    audio_dir = Path(args.audio_dir) if args.audio_dir else None
+    report = evaluate_codec(tok, Path(args.data), args.split, judges, args.max_items, audio_dir)
+    print(format_summary(report["summary"]))
+    if args.json:
+        write_report(report, Path(args.json))
+    return 0
+
+
+def _cmd_codec_encode(args: argparse.Namespace) -> int:
+    from speechlm.tokenizers.files import encode_file
+    from speechlm.tokenizers.registry import load_tokenizer
+
+    tok = load_tokenizer(args.ckpt)
+    for wav in map(Path, args.wavs):
+        out = Path(args.out_dir) / f"{wav.stem}.{args.format}"
+        k, t = encode_file(tok, wav, out)
+        print(f"{wav} -> {out} [{k} x {t}]")
+    return 0
+
+
+def _cmd_codec_decode(args: argparse.Namespace) -> int:
+    from speechlm.tokenizers.files import decode_file
+    from speechlm.tokenizers.registry import load_tokenizer
+
+    tok = load_tokenizer(args.ckpt)
+    for codes in map(Path, args.codes):
+        out = Path(args.out_dir) / f"{codes.stem}.wav"
+        print(f"{codes} -> {out} ({decode_file(tok, codes, out):.2f} s)")
+    return 0
+
+
+def _add_codec(sub: argparse._SubParsersAction) -> None:
+    codec = sub.add_parser("codec", help="train, evaluate and run in-house speech tokenizers")
+    verbs = codec.add_subparsers(dest="codec_verb", required=True)
+
+    p = verbs.add_parser("train", help="train a speech tokenizer from a configs/codec/*.yaml")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="a.b=c config overrides")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint")
+    p.set_defaults(func=_cmd_codec_train)
+
+    p = verbs.add_parser("eval", help="resynthesis STOI, PESQ, WER, SIM, MOS, RTF on a corpus split")
+    p.add_argument("ckpt", help="a tokenizer folder (model.safetensors + config.yaml)")
+    p.add_argument("--data", required=True, help="corpus folder")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--json", default=None, help="write the report as JSON")
+    p.add_argument("--max-items", type=int, default=0, help="evaluate the first N utterances (0 = all)")
+    p.add_argument("--no-judges", action="store_true", help="signal metrics only (no ASR/speaker/MOS)")
+    p.add_argument("--audio-dir", default=None, help="also write the resynthesised wavs here")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.set_defaults(func=_cmd_codec_eval)
+
+    p = verbs.add_parser("encode", help="audio files -> code files")
+    p.add_argument("ckpt")
+    p.add_argument("wavs", nargs="+")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--format", choices=["safetensors", "npy"], default="safetensors")
+    p.set_defaults(func=_cmd_codec_encode)
+
+    p = verbs.add_parser("decode", help="code files -> wav files")
+    p.add_argument("ckpt")
+    p.add_argument("codes", nargs="+")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_cmd_codec_decode)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speechlm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
     _add_data(sub)
+    _add_codec(sub)
 
     p = sub.add_parser("demo", help="the main job on the built-in defaults")
     p.add_argument("--out", default="demo", help="output folder (default: ./demo)")
