@@ -7,6 +7,7 @@ import torch
 
 from speechlm.cli import main as cli_main
 from speechlm.data.official import PAD_TAG, OfficialRow, convert_file, read_official, write_official
+from speechlm.layout.speech import LayoutConfig, SpeechLayout
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "official-demo"
 NTP, H3, H6 = FIXTURES / "ntp-example.jsonl", FIXTURES / "mtp-h3-example.jsonl", FIXTURES / "mtp-h6-example.jsonl"
@@ -66,6 +67,19 @@ def test_fixture_codes_match_the_raw_tags():
     assert h3.codes.shape == (3, 185) and torch.equal(h3.codes, h6.codes)
     head_a_2 = json.loads(H6.read_text().splitlines()[0])["tokens"]["head_a_2"]
     assert head_a_2.startswith("<a663><a382>") and head_a_2.endswith(PAD_TAG)  # frames 2, 4, ...; 185 is odd
+
+
+def test_mtp_heads_are_the_slm_layouts_group_slots():
+    # head <s>_<f> = slot (f-1)*K + k of the SLM's MTP groups, so files and training agree
+    line = json.loads(H6.read_text().splitlines()[0])
+    row = read_official(H6)[0]
+    layout = SpeechLayout(LayoutConfig(group_size=6), (1024,) * 3, ("prosody", "content0", "content1"))
+    ids = layout.encode(row.codes[None], torch.tensor([row.codes.shape[1]])).ids[0]  # [J, 6], END appended
+    for f in range(2):
+        for k, s in enumerate("abc"):
+            column, offset = ids[:, 3 * f + k].tolist(), layout.vocab.offsets[k]
+            tags = "".join(f"<{s}{i - offset}>" if i < layout.vocab.end_id else PAD_TAG for i in column)
+            assert tags == line["tokens"][f"head_{s}_{f + 1}"]
 
 
 def test_cli_convert(tmp_path, capsys):

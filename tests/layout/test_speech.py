@@ -61,6 +61,19 @@ def test_groups_end_once_and_respect_the_allowed_masks(cfg):
         assert (grouped.ids[b, grouped.lengths[b] :] == v.pad_id).all()
 
 
+def test_decoupled_mtp_groups_follow_the_study_definition():
+    # study §2.2: G_{j+1} = {p_{jF+1}, c1_{jF+1}, c2_{jF+1}, ..., p_{jF+F}, c1_{jF+F}, c2_{jF+F}}, F = g/K
+    layout = SpeechLayout(LayoutConfig(group_size=6), SIZES, NAMES)
+    v = layout.vocab
+    codes, _ = random_codes(1, 5, seed=4)
+    ids = layout.encode(codes, torch.tensor([5])).ids[0]  # [J=3, 6]
+    for j in range(3):
+        for f in range(2):
+            t = 2 * j + f
+            expect = [v.offsets[k] + int(codes[0, k, t]) for k in range(3)] if t < 5 else [v.end_id, v.pad_id, v.pad_id]
+            assert ids[j, 3 * f : 3 * f + 3].tolist() == expect
+
+
 def test_fwi_mtp_slots_have_fixed_streams():
     layout = SpeechLayout(LayoutConfig(group_size=6), SIZES, NAMES)
     assert layout.slot_streams() == (0, 1, 2, 0, 1, 2)
