@@ -17,7 +17,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
     summary = synthesize_corpus(args.preset, Path(args.out), seed=args.seed, workers=args.workers)
     print(summary.format())
-    return 0
+    return 0 if summary.ok else 1
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
