@@ -71,11 +71,11 @@ def ungroup(groups: torch.Tensor, stop_ids: tuple[int, ...]) -> FlatTokens:
     """
     B, J, g = groups.shape
     tokens = groups.reshape(B, J * g)
+    if J * g == 0:
+        return FlatTokens(tokens, tokens.new_zeros(B))
     stops = torch.zeros_like(tokens, dtype=torch.bool)
     for stop in stop_ids:
         stops |= tokens == stop
-    if J * g == 0:
-        return FlatTokens(tokens, tokens.new_zeros(B))
     positions = torch.arange(J * g, device=groups.device).expand(B, J * g)
     first_stop = torch.where(stops, positions, torch.full_like(positions, J * g)).amin(dim=1)
     return FlatTokens(tokens, first_stop)
