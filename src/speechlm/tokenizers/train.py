@@ -1,0 +1,203 @@
+"""Codec training recipe: ``speechlm codec train CONFIG [a.b=c ...] [--resume]``.
+
+One visible loop: random crops from a corpus manifest -> ``tokenizer(wav, lengths)`` (a
+:class:`~speechlm.tokenizers.base.CodecTrainOutput`) -> multi-resolution STFT + log-mel reconstruction
+loss plus the design's own weighted terms (commitment, distillation, ...) -> AdamW with warm-up and
+cosine decay (the optimiser settings of study App. C, betas 0.9/0.99).
+
+``OUT/log.jsonl`` gets one row per ``log_every`` steps; ``OUT/checkpoint/`` is rewritten every
+``save_every`` steps and at the end: the tokenizer as ``registry.save_tokenizer`` writes it (so
+``load_tokenizer(OUT/checkpoint)`` works directly) plus ``train_config.yaml``, ``optimizer.pt`` and
+``state.json`` for ``--resume``. Training stops at ``steps`` or after ``max_minutes``, whichever first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from speechlm import config as cfglib
+from speechlm.data.manifest import Corpus
+from speechlm.runtime import resolve_device, seed_everything, set_threads
+from speechlm.tokenizers.base import SpeechTokenizer
+from speechlm.tokenizers.modules import SpectralLoss, SpectralLossConfig
+from speechlm.tokenizers.registry import TokenizerConfig, build_tokenizer, load_tokenizer, save_tokenizer
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: Path = Path("data/demo")  # a corpus folder (speechlm data synth); tts.jsonl [+ qa.jsonl]
+    include_qa: bool = True  # the spoken-QA answers of the same split are more speech to learn from
+    crop_seconds: float = 1.0  # random crop per item; shorter items are zero-padded
+    batch_size: int = 8
+    val_items: int = 16  # fixed validation crops (val split), scored at every checkpoint
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)  # study App. C
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class CodecTrainConfig:
+    tokenizer: TokenizerConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: SpectralLossConfig = field(default_factory=SpectralLossConfig)
+    out_dir: Path = Path("runs/codec")
+    steps: int = 2000
+    max_minutes: float = 0.0  # wall-clock budget (0 = none); the run checkpoints and stops when spent
+    log_every: int = 25
+    save_every: int = 250
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch intra-op threads (0 = all cores this process may use)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.log_every < 1 or self.save_every < 1:
+            raise ValueError(f"steps/log_every/save_every must be >= 1, got {self.steps}/{self.log_every}/{self.save_every}")
+
+
+class CropSampler:
+    """Random fixed-length crops of a corpus split, read from disk on demand (no corpus in memory)."""
+
+    def __init__(self, data: DataConfig, split: str, sample_rate: int, seed: int) -> None:
+        corpus = Corpus.open(data.corpus)
+        if corpus.sample_rate != sample_rate:
+            raise ValueError(f"corpus {data.corpus} is {corpus.sample_rate} Hz but the tokenizer expects {sample_rate} Hz")
+        rows = corpus.tts(split) + (corpus.qa(split) if data.include_qa else [])
+        if not rows:
+            raise ValueError(f"corpus {data.corpus} has no '{split}' utterances to train on")
+        self.paths = [corpus.audio_path(r) for r in rows]
+        self.crop = int(round(data.crop_seconds * sample_rate))
+        if self.crop < 1:
+            raise ValueError(f"data.crop_seconds={data.crop_seconds} is shorter than one sample")
+        self.rng = random.Random(seed)
+
+    def read(self, path: Path) -> np.ndarray:
+        frames = sf.info(str(path)).frames
+        start = self.rng.randrange(max(1, frames - self.crop + 1))
+        wav, _ = sf.read(str(path), start=start, stop=start + self.crop, dtype="float32", always_2d=False)
+        return wav if wav.ndim == 1 else wav.mean(axis=1)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> ``wav [size, crop]`` zero-padded, ``lengths [size]``."""
+        out = torch.zeros(size, self.crop)
+        lengths = torch.zeros(size, dtype=torch.long)
+        for i in range(size):
+            wav = self.read(self.rng.choice(self.paths))
+            out[i, : len(wav)] = torch.from_numpy(wav)
+            lengths[i] = len(wav)
+        return out, lengths
+
+
+def lr_at(step: int, cfg: OptimConfig, total: int) -> float:
+    """Linear warm-up, then cosine decay to ``lr * min_lr_ratio`` at ``total``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def compute_losses(
+    tok: SpeechTokenizer, spectral: SpectralLoss, wav: torch.Tensor, lengths: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """All weighted loss terms plus their sum under ``"loss"``."""
+    out = tok(wav, lengths)
+    recon = out.wav[:, : wav.shape[1]]
+    losses = {**spectral(recon, wav), **out.losses}
+    losses["loss"] = sum(losses.values())
+    return losses
+
+
+def save_checkpoint(directory: Path, tok: SpeechTokenizer, opt: torch.optim.Optimizer, cfg: CodecTrainConfig, step: int) -> None:
+    save_tokenizer(tok, directory)
+    cfglib.dump(cfg, directory / "train_config.yaml")
+    tmp = directory / "optimizer.pt.tmp"
+    torch.save(opt.state_dict(), tmp)
+    tmp.replace(directory / "optimizer.pt")
+    tmp = directory / "state.json.tmp"
+    tmp.write_text(json.dumps({"step": step}))
+    tmp.replace(directory / "state.json")  # written last: its presence marks a complete checkpoint
+
+
+def restore(directory: Path, device: torch.device) -> tuple[SpeechTokenizer, dict, int]:
+    """-> (tokenizer, optimizer state, step) from a checkpoint written by :func:`save_checkpoint`."""
+    if not (directory / "state.json").is_file():
+        raise FileNotFoundError(f"cannot resume: no complete checkpoint in {directory}")
+    tok = load_tokenizer(directory, device).train()
+    state = torch.load(directory / "optimizer.pt", map_location=device, weights_only=True)
+    return tok, state, json.loads((directory / "state.json").read_text())["step"]
+
+
+@torch.no_grad()
+def validate(tok: SpeechTokenizer, spectral: SpectralLoss, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+    tok.eval()
+    loss = compute_losses(tok, spectral, *batch)["loss"].item()
+    tok.train()
+    return loss
+
+
+def train_codec(cfg: CodecTrainConfig, resume: bool = False) -> Path:
+    """Train ``cfg.tokenizer`` on ``cfg.data``; returns the checkpoint folder."""
+    seed_everything(cfg.seed)
+    set_threads(cfg.threads or None)
+    device = resolve_device(cfg.device)
+    ckpt = cfg.out_dir / CHECKPOINT_DIR
+    if resume:
+        tok, opt_state, start = restore(ckpt, device)
+    else:
+        tok, opt_state, start = build_tokenizer(cfg.tokenizer).to(device).train(), None, 0
+    opt = torch.optim.AdamW(tok.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    spectral = SpectralLoss(cfg.loss, tok.sample_rate).to(device)
+    sampler = CropSampler(cfg.data, "train", tok.sample_rate, cfg.seed + start)
+    val_batch = CropSampler(cfg.data, "val", tok.sample_rate, seed=1234).batch(cfg.data.val_items)
+    val_batch = (val_batch[0].to(device), val_batch[1].to(device))
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    cfglib.dump(cfg, cfg.out_dir / "train_config.yaml")
+    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes > 0 else math.inf
+    with (cfg.out_dir / "log.jsonl").open("a") as log, tqdm(total=cfg.steps, initial=start, desc="codec train") as bar:
+        step, t0 = start, time.monotonic()
+        while step < cfg.steps and time.monotonic() < deadline:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg.optim, cfg.steps)
+            wav, lengths = (t.to(device) for t in sampler.batch(cfg.data.batch_size))
+            losses = compute_losses(tok, spectral, wav, lengths)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(tok.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
+            row = None
+            if step % cfg.log_every == 0:
+                row = {"step": step, "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 1)}
+                row.update({k: round(v.item(), 5) for k, v in losses.items()})
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                save_checkpoint(ckpt, tok, opt, cfg, step)
+                row = (row or {"step": step}) | {"val_loss": round(validate(tok, spectral, val_batch), 5)}
+            if row is not None:
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+    if step % cfg.save_every and step != cfg.steps:  # stopped by the wall-clock budget
+        save_checkpoint(ckpt, tok, opt, cfg, step)
+    return ckpt
