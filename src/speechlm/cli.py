@@ -150,11 +150,33 @@ def _add_codec(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_codec_decode)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from speechlm.train.config import load_train_config
+    from speechlm.train.loop import train
+
+    result = train(load_train_config(args.config, args.overrides), resume=args.resume)
+    print(
+        f"trained {result.steps} steps in {result.train_seconds:.1f} s (setup {result.setup_seconds:.1f} s): "
+        f"loss {result.loss:.4f}, val loss {result.val_loss if result.val_loss is not None else 'n/a'}, "
+        f"{result.positions_per_s:.0f} positions/s; checkpoint {result.checkpoint}"
+    )
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the SLM (stage 1 TTS+ASR or stage 2 role-QA) from a configs/slm/*.yaml")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="a.b=c config overrides")
+    p.add_argument("--resume", action="store_true", help="continue exactly from the run's newest checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speechlm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
     _add_data(sub)
     _add_codec(sub)
+    _add_train(sub)
 
     p = sub.add_parser("demo", help="the main job on the built-in defaults")
     p.add_argument("--out", default="demo", help="output folder (default: ./demo)")

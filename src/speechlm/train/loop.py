@@ -1,0 +1,354 @@
+"""The one SLM training loop, on Accelerate: CPU, one GPU, DDP/FSDP/DeepSpeed by launch configuration.
+
+Both stages of the study (§3.2) run through :func:`train`; only the data differs (stage 1: TTS + ASR,
+Eq. 6; stage 2: role-QA with loss on the answer, Eq. 7, initialised from stage 1). The loop is kept
+visible on purpose — no Trainer class — so every step reads top to bottom::
+
+    for step in range(start, max_steps):
+        for each of grad_accum micro-batches:   forward (autocast) -> finite check -> backward
+        clip -> AdamW step -> LR schedule step
+        log / evaluate / checkpoint
+
+Resuming is exact: the batch plan is a pure function of (seed, epoch), and a checkpoint stores the
+data position, optimizer, scheduler and every rank's RNG states next to the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+from speechlm import config as cfglib
+from speechlm.data.dataset import BucketBatchSampler, EncodedExample, collate
+from speechlm.model.batch import SLMBatch
+from speechlm.runtime import Runtime, resolve_device, resolve_dtype, seed_everything, set_threads
+from speechlm.train.build import TrainingSetup, assemble, meta_for
+from speechlm.train.checkpoint import (
+    CONFIG_FILE,
+    checkpoint_dir,
+    latest_checkpoint,
+    load_trainer_state,
+    load_weights,
+    prune_checkpoints,
+    read_meta,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from speechlm.train.config import OptimConfig, RunConfig, TrainConfig, autocast_dtype_name
+from speechlm.train.monitor import Monitor
+
+_MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+# Sections that must not change between a run and its resumption (train.max_steps etc. may).
+_FROZEN_ON_RESUME = ("data", "tokenizer", "text", "layout", "model", "optim")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the batch's sequence ids."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    step: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    checkpoint: Path
+    steps: int
+    loss: float  # mean training loss of the last logging window
+    val_loss: float | None
+    setup_seconds: float  # tokenising/caching/encoding before the first step
+    train_seconds: float
+    positions_per_s: float  # LM positions (text tokens + speech groups) per second, whole run
+    speech_codes_per_s: float  # speech codes covered per second, whole run
+    step_seconds: float
+    train_sequences: int
+    mean_positions: float  # mean LM positions per training sequence
+    mean_speech_positions: float  # mean speech positions (groups) per training sequence
+
+    def to_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class _Position:
+    step: int = 0
+    epoch: int = 0
+    index: int = 0  # next batch of the epoch's plan
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> TrainResult:
+    """Train the SLM of ``cfg``; ``resume`` continues from the run's newest checkpoint exactly."""
+    t0 = time.perf_counter()
+    accelerator, runtime = make_accelerator(cfg.train)
+    set_threads(cfg.train.threads or None)
+    seed_everything(cfg.train.seed)
+    start = _resume_point(cfg, resume)
+    main = accelerator.is_main_process
+    setup = assemble(cfg, accelerator.device, main_process_first=accelerator.main_process_first, show_progress=show_progress and main)
+    if main and setup.skipped:
+        print(f"skipped {len(setup.skipped)} sequences longer than data.max_positions={cfg.data.max_positions}: "
+              + ", ".join(s.id for s in setup.skipped[:5]) + (" ..." if len(setup.skipped) > 5 else ""))
+    optimizer = make_optimizer(setup.model, cfg.optim)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine.from_config(cfg.optim, cfg.train.max_steps))
+    model, optimizer = accelerator.prepare(setup.model, optimizer)
+    sampler = BucketBatchSampler(
+        [e.length for e in setup.train_examples],
+        cfg.data.batch_size,
+        max_tokens=cfg.data.max_tokens,
+        bucket_batches=cfg.data.bucket_batches,
+        seed=cfg.train.seed,
+        num_replicas=accelerator.num_processes,
+        rank=accelerator.process_index,
+    )
+    pos = _Position()
+    if start is not None:
+        pos = _restore(start, accelerator, model, optimizer, scheduler)
+    setup_seconds = time.perf_counter() - t0
+    monitor = Monitor(cfg.train.out_dir, total_steps=cfg.train.max_steps, start_step=pos.step, enabled=main,
+                      tensorboard=cfg.train.tensorboard, show_progress=show_progress)
+    if main:
+        cfglib.dump(cfg, cfg.train.out_dir / CONFIG_FILE)
+    batches = _batches(sampler, pos, setup, cfg.optim.grad_accum)
+    totals = {"positions": 0.0, "speech_codes": 0.0}
+    last: dict = {}
+    val_loss = None
+    t_train = time.perf_counter()
+    first_step = pos.step
+    try:
+        while pos.step < cfg.train.max_steps:
+            stats = train_step(
+                model, optimizer, scheduler, accelerator, next(batches), cfg.optim, pos.step + 1, setup.layout.vocab.end_id
+            )
+            pos.step += 1
+            totals["positions"] += stats["positions"]
+            totals["speech_codes"] += stats["speech_codes"]
+            monitor.add(**stats)
+            if pos.step % cfg.train.log_every == 0 or pos.step == cfg.train.max_steps:
+                last = monitor.write(pos.step, {"lr": scheduler.get_last_lr()[0], "epoch": pos.epoch})
+            if (cfg.train.eval_every and pos.step % cfg.train.eval_every == 0) or pos.step == cfg.train.max_steps:
+                val_loss = evaluate(model, setup, cfg, accelerator)
+                if val_loss is not None:
+                    monitor.record({"step": pos.step, "val_loss": val_loss})
+            if pos.step % cfg.train.save_every == 0 or pos.step == cfg.train.max_steps:
+                _save(cfg, setup, accelerator, model, optimizer, scheduler, pos)
+            if on_step is not None:
+                on_step(StepInfo(pos.step, stats["loss"]))
+    finally:
+        monitor.close()
+    train_seconds = time.perf_counter() - t_train
+    steps_run = max(pos.step - first_step, 1)
+    speech_lengths = [int(e.is_speech.sum()) for e in setup.train_examples]
+    result = TrainResult(
+        out_dir=cfg.train.out_dir,
+        checkpoint=checkpoint_dir(cfg.train.out_dir, pos.step),
+        steps=pos.step,
+        loss=float(last.get("loss", math.nan)),
+        val_loss=val_loss,
+        setup_seconds=setup_seconds,
+        train_seconds=train_seconds,
+        positions_per_s=totals["positions"] / train_seconds,
+        speech_codes_per_s=totals["speech_codes"] / train_seconds,
+        step_seconds=train_seconds / steps_run,
+        train_sequences=len(setup.train_examples),
+        mean_positions=sum(e.length for e in setup.train_examples) / len(setup.train_examples),
+        mean_speech_positions=sum(speech_lengths) / len(speech_lengths),
+    )
+    if main:
+        (cfg.train.out_dir / "summary.json").write_text(json.dumps(result.to_json(), indent=1))
+    return result
+
+
+def make_accelerator(run: RunConfig) -> tuple[Accelerator, Runtime]:
+    """The accelerator for this process; runtime.py decides device and autocast dtype."""
+    device = resolve_device(run.device)
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    dtype_name = autocast_dtype_name(run.precision, device.type, bf16_ok)
+    runtime = Runtime(device=device, dtype=resolve_dtype(dtype_name, device))
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=_MIXED_PRECISION[dtype_name])
+    return accelerator, runtime
+
+
+def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (never on norms, biases or 1-d scales)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+
+@dataclass(frozen=True)
+class WarmupCosine:
+    """LR factor: linear warm-up from 0, then cosine decay to ``floor`` at ``total`` steps (App. C)."""
+
+    warmup: int
+    total: int
+    floor: float = 0.0
+    constant: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: OptimConfig, total: int) -> WarmupCosine:
+        return cls(round(cfg.warmup_ratio * total), total, cfg.min_lr_ratio, cfg.schedule == "constant")
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return step / self.warmup
+        if self.constant:
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    accelerator: Accelerator,
+    micro_batches: list[SLMBatch],
+    cfg: OptimConfig,
+    step: int,
+    speech_end_id: int,
+) -> dict[str, float]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the step's statistics.
+
+    ``speech_end_id`` separates real speech codes (below it) from END/PAD when counting throughput.
+    """
+    model.train()
+    sums = {"loss": 0.0, "text_loss": 0.0, "speech_loss": 0.0, "text_acc": 0.0, "speech_acc": 0.0}
+    positions = codes = 0
+    for i, batch in enumerate(micro_batches):
+        batch = batch.to(accelerator.device)
+        last = i == len(micro_batches) - 1
+        # Gradients are all-reduced once per step, on the last micro-batch.
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            out = model(batch, return_logits=False)
+            check_finite(out.loss, step, batch.ids, accelerator)
+            accelerator.backward(out.loss / len(micro_batches))
+        for key, value in (("loss", out.loss), ("text_loss", out.losses["text"]), ("speech_loss", out.losses["speech"]),
+                           ("text_acc", out.metrics["text_acc"]), ("speech_acc", out.metrics["speech_acc"])):
+            sums[key] += float(value.detach()) / len(micro_batches)
+        positions += int(batch.attention_mask.sum())
+        codes += int((batch.is_speech[..., None] & (batch.speech_ids < speech_end_id)).sum())
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    counts = accelerator.reduce(torch.tensor([positions, codes], dtype=torch.float64, device=accelerator.device), "sum")
+    return {**sums, "grad_norm": float(grad_norm), "positions": float(counts[0]), "speech_codes": float(counts[1])}
+
+
+def check_finite(loss: torch.Tensor, step: int, ids: list[str], accelerator: Accelerator) -> None:
+    """Stop every rank when any rank's loss is NaN/inf, naming the step and this rank's batch ids."""
+    bad = torch.tensor([0.0 if bool(torch.isfinite(loss)) else 1.0], device=loss.device)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, "sum")
+    if bool(bad.item()):
+        raise NonFiniteLossError(
+            f"non-finite loss ({float(loss)}) at step {step}; batch ids on rank {accelerator.process_index}: {ids}"
+        )
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, setup: TrainingSetup, cfg: TrainConfig, accelerator: Accelerator) -> float | None:
+    """Mean validation loss over at most ``train.eval_batches`` batches (None without val data)."""
+    examples = setup.val_examples
+    if len(examples) < accelerator.num_processes:
+        return None
+    plan = BucketBatchSampler(
+        [e.length for e in examples], cfg.data.batch_size, max_tokens=cfg.data.max_tokens, shuffle=False,
+        num_replicas=accelerator.num_processes, rank=accelerator.process_index,
+    ).plan(0)[: cfg.train.eval_batches]
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    for indices in plan:
+        batch = _collate(setup, [examples[i] for i in indices]).to(accelerator.device)
+        total += torch.tensor([float(model(batch, return_logits=False).loss), 1.0], dtype=torch.float64, device=total.device)
+    total = accelerator.reduce(total, "sum")
+    model.train()
+    return float(total[0] / total[1]) if total[1] > 0 else None
+
+
+# -- data, checkpoints, resumption ----------------------------------------------------------------
+
+
+def _collate(setup: TrainingSetup, examples: list[EncodedExample]) -> SLMBatch:
+    return collate(examples, text_pad_id=setup.text_tokenizer.pad_id, speech_pad_id=setup.layout.vocab.pad_id)
+
+
+def _batches(sampler: BucketBatchSampler, pos: _Position, setup: TrainingSetup, accum: int) -> Iterator[list[SLMBatch]]:
+    """Endless steps of ``accum`` collated micro-batches; keeps ``pos`` at the next unread batch."""
+    stream = sampler.stream(pos.epoch, pos.index)
+    while True:
+        micro = []
+        for _ in range(accum):
+            epoch, index, indices = next(stream)
+            pos.epoch, pos.index = epoch, index + 1
+            micro.append(_collate(setup, [setup.train_examples[i] for i in indices]))
+        yield micro
+
+
+def _resume_point(cfg: TrainConfig, resume: bool) -> Path | None:
+    latest = latest_checkpoint(cfg.train.out_dir)
+    if resume:
+        if latest is None:
+            raise FileNotFoundError(f"--resume: no checkpoint to resume in {cfg.train.out_dir / 'checkpoints'}")
+        saved = cfglib.to_dict(cfglib.load(TrainConfig, latest / CONFIG_FILE))
+        now = cfglib.to_dict(cfg)
+        changed = [s for s in _FROZEN_ON_RESUME if saved[s] != now[s]]
+        if changed:
+            raise ValueError(f"cannot resume {latest}: config section(s) {changed} differ from the checkpoint's")
+        return latest
+    if latest is not None:
+        raise ValueError(
+            f"{cfg.train.out_dir} already holds checkpoints ({latest.name}); pass --resume to continue the run "
+            "or choose another train.out_dir"
+        )
+    return None
+
+
+def _restore(path: Path, accelerator: Accelerator, model, optimizer, scheduler) -> _Position:
+    meta = read_meta(path)
+    load_weights(accelerator.unwrap_model(model), path)
+    state = load_trainer_state(path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rngs = state["rng"]
+    if len(rngs) != accelerator.num_processes:
+        raise ValueError(f"{path} was written by {len(rngs)} processes; resume it with the same number, not {accelerator.num_processes}")
+    set_rng_state(rngs[accelerator.process_index])
+    return _Position(step=meta.step, epoch=meta.epoch, index=meta.position)
+
+
+def _save(cfg: TrainConfig, setup: TrainingSetup, accelerator: Accelerator, model, optimizer, scheduler, pos: _Position) -> None:
+    rngs = gather_object([rng_state()])  # every rank's RNG, gathered to all ranks
+    if accelerator.is_main_process:
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs}
+        save_checkpoint(
+            checkpoint_dir(cfg.train.out_dir, pos.step),
+            model=accelerator.unwrap_model(model),
+            config=cfg,
+            meta=meta_for(setup, pos.step, pos.epoch, pos.index),
+            text_tokenizer=setup.text_tokenizer,
+            trainer_state=state,
+        )
+        prune_checkpoints(cfg.train.out_dir, cfg.train.keep_checkpoints)
+    accelerator.wait_for_everyone()
