@@ -29,7 +29,15 @@ Split = Literal["train", "val", "test"]
 
 
 class ManifestError(ValueError):
-    """A manifest row that cannot be used; the message names the file and line."""
+    """A manifest row that cannot be used; the message names the file and line.
+
+    ``field`` names the offending field when one is to blame (e.g. "split"), for reports.
+    """
+
+    def __init__(self, message: str, field: str | None = None, uid: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.uid = uid  # the row's id when it could be read
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,14 @@ def parse_row(line: str, where: str) -> Utterance:
         raise ManifestError(f"{where}: not valid JSON ({err.msg})") from err
     if not isinstance(row, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    try:
+        return _validate(row, where)
+    except ManifestError as err:
+        err.uid = row["id"] if isinstance(row.get("id"), str) else None
+        raise
+
+
+def _validate(row: dict, where: str) -> Utterance:
     unknown = sorted(set(row) - set(_FIELDS))
     if unknown:
         raise ManifestError(f"{where}: unknown field(s) {unknown} (known: {sorted(_FIELDS)})")
@@ -92,15 +108,15 @@ def parse_row(line: str, where: str) -> Utterance:
     for key, value in row.items():
         # bool is an int subclass; a duration of `true` is a bug, not a number.
         if value is not None and (isinstance(value, bool) or not isinstance(value, _FIELDS[key])):
-            raise ManifestError(f"{where}: field '{key}' has the wrong type: {value!r}")
+            raise ManifestError(f"{where}: field '{key}' has the wrong type: {value!r}", key)
     if row["split"] not in SPLITS:
-        raise ManifestError(f"{where}: split {row['split']!r} is not one of {SPLITS}")
+        raise ManifestError(f"{where}: split {row['split']!r} is not one of {SPLITS}", "split")
     has_qa = [k for k in _QA_FIELDS if row.get(k) is not None]
     if has_qa and len(has_qa) != len(_QA_FIELDS):
         missing_qa = [k for k in _QA_FIELDS if k not in has_qa]
         raise ManifestError(f"{where}: QA row lacks field(s) {missing_qa}")
     if row.get("domain") is not None and row["domain"] not in DOMAINS:
-        raise ManifestError(f"{where}: domain {row['domain']!r} is not one of {DOMAINS}")
+        raise ManifestError(f"{where}: domain {row['domain']!r} is not one of {DOMAINS}", "domain")
     return Utterance(**{**row, "duration": float(row["duration"])})
 
 

@@ -89,6 +89,11 @@ class CorpusSummary:
     seconds: float  # wall-clock build time
     speakers: int
     unseen_speakers: int
+    failed: tuple[str, ...] = ()  # synthesis jobs that failed; their rows are left out
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
 
     def format(self) -> str:
         tts = ", ".join(f"{k} {v}" for k, v in self.counts["tts"].items())
@@ -97,7 +102,7 @@ class CorpusSummary:
             f"corpus '{self.preset}' (seed {self.seed}) in {self.root}: {self.speakers} speakers "
             f"({self.unseen_speakers} unseen), {self.hours * 60:.1f} min of audio, built in {self.seconds:.1f} s\n"
             f"  tts: {tts}\n  qa:  {qa}"
-        )
+        ) + "".join(f"\n  FAILED (left out): {f}" for f in self.failed)
 
 
 def sentence_case(words: list[str] | str) -> str:
@@ -202,23 +207,48 @@ def _jobs(rows: list[Utterance], voices: VoiceTable, root: Path) -> list[tuple[s
     return jobs
 
 
-def synthesize_rows(rows: list[Utterance], voices: VoiceTable, root: Path, workers: int) -> list[Utterance]:
-    """Speak every row into ``root/row.audio``; return the rows with measured durations."""
+def _run_jobs(
+    jobs: list[tuple[str, list[tuple[str, str]], list[str]]], voices: VoiceTable, workers: int
+) -> Iterator[tuple[list[str], list[int] | Exception]]:
+    """Yield (ids, sample counts or the error) per job, as jobs finish."""
+    if workers <= 1:
+        for speaker, items, ids in jobs:
+            try:
+                yield ids, synthesize(voices.speaker(speaker), items)
+            except _JOB_ERRORS as err:
+                yield ids, err
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(synthesize, voices.speaker(s), items): ids for s, items, ids in jobs}
+        for future in as_completed(futures):
+            err = future.exception()
+            if err is not None and not isinstance(err, _JOB_ERRORS):
+                raise err  # a bug, not a bad item
+            yield futures[future], err if err is not None else future.result()
+
+
+_JOB_ERRORS = (RuntimeError, ValueError, OSError)  # engine failure, unusable audio, disk
+
+
+def synthesize_rows(
+    rows: list[Utterance], voices: VoiceTable, root: Path, workers: int
+) -> tuple[list[Utterance], list[str]]:
+    """Speak every row into ``root/row.audio``; return (rows with measured durations, failures).
+
+    A failed job leaves its rows out and is reported (DESIGN.md §7: skip and report, never fatal).
+    """
     check_engines(voices.speakers)
     lengths: dict[str, int] = {}
-    jobs = _jobs(rows, voices, root)
+    failed: list[str] = []
     with tqdm(total=len(rows), desc="synthesising", unit="utt") as bar:
-        if workers <= 1:
-            for speaker, items, ids in jobs:
-                lengths.update(zip(ids, synthesize(voices.speaker(speaker), items)))
-                bar.update(len(ids))
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(synthesize, voices.speaker(s), items): ids for s, items, ids in jobs}
-                for future in as_completed(futures):
-                    lengths.update(zip(futures[future], future.result()))
-                    bar.update(len(futures[future]))
-    return [replace(r, duration=round(lengths[r.id] / SAMPLE_RATE, 4)) for r in rows]
+        for ids, outcome in _run_jobs(_jobs(rows, voices, root), voices, workers):
+            if isinstance(outcome, Exception):
+                failed.append(f"{ids[0]} .. {ids[-1]} ({len(ids)} utterances): {outcome}")
+            else:
+                lengths.update(zip(ids, outcome))
+            bar.update(len(ids))
+    done = [replace(r, duration=round(lengths[r.id] / SAMPLE_RATE, 4)) for r in rows if r.id in lengths]
+    return done, sorted(failed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,8 +385,8 @@ def synthesize_corpus(preset: str, out: Path, seed: int = 0, workers: int | None
     tts = plan_tts(cfg, voices, grammar, random.Random(f"{seed}/tts"))
     qa = plan_qa(cfg, voices, facts, random.Random(f"{seed}/qa"))
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    rows = synthesize_rows(tts + qa, voices, out, workers)
-    tts, qa = rows[: len(tts)], rows[len(tts) :]
+    rows, failed = synthesize_rows(tts + qa, voices, out, workers)
+    tts, qa = [r for r in rows if not r.is_qa], [r for r in rows if r.is_qa]
     write_manifest(out / "tts.jsonl", tts)
     write_manifest(out / "qa.jsonl", qa)
     vocab = export_grammar(out, grammar, facts, tts, qa, cfg, random.Random(f"{seed}/lm"))
@@ -366,5 +396,5 @@ def synthesize_corpus(preset: str, out: Path, seed: int = 0, workers: int | None
     return CorpusSummary(
         root=out, preset=preset, seed=seed, counts=info["counts"], hours=info["hours"],
         seconds=time.perf_counter() - start, speakers=len(voices.speakers),
-        unseen_speakers=sum(not s.seen for s in voices.speakers),
+        unseen_speakers=sum(not s.seen for s in voices.speakers), failed=tuple(failed),
     )

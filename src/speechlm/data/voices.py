@@ -30,6 +30,7 @@ KEEP_SILENCE = 0.1  # ... but keep 0.1 s of it at each end (seconds)
 
 Engine = Literal["flite", "festival", "espeak"]
 _BINARIES: dict[str, str] = {"flite": "flite", "festival": "festival", "espeak": "espeak-ng"}
+FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")  # `flite -lv`, less awb_time (speaks only times)
 _APT = "apt-get install -y flite festival festvox-kdlpc16k espeak-ng"
 
 
@@ -46,6 +47,9 @@ class VoiceSpec:
     speed: int | None = None  # espeak -s, words per minute
 
     def __post_init__(self) -> None:
+        if self.engine == "flite" and self.voice not in FLITE_VOICES:
+            # flite silently falls back to its default voice for an unknown name.
+            raise ValueError(f"speaker {self.name!r}: flite voice {self.voice!r} is not one of {FLITE_VOICES}")
         if self.engine != "flite" and (self.f0_mean is not None or self.stretch is not None):
             raise ValueError(f"speaker {self.name!r}: f0_mean/stretch are flite settings, not {self.engine}")
         if self.engine != "espeak" and (self.pitch is not None or self.speed is not None):
