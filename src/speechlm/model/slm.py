@@ -73,9 +73,12 @@ class SLM(nn.Module):
         speech_vocab_size: int,
         text_vocab_size: int,
         slots: SlotVocab | None = None,
+        backbone: Backbone | None = None,
     ) -> None:
         """``slots`` (``SlotVocab.from_layout(layout, cfg.group_size)``) restricts each head slot to its
-        stream (Eq. 3); without it every slot spans the whole speech vocabulary."""
+        stream (Eq. 3); without it every slot spans the whole speech vocabulary. ``backbone``: an
+        already built one to share instead of building ``cfg.backbone`` (the decoding benchmark runs
+        one set of backbone weights under every group size)."""
         super().__init__()
         slots = slots or SlotVocab.full(cfg.group_size, speech_vocab_size)
         if slots.group_size != cfg.group_size or slots.vocab_size != speech_vocab_size:
@@ -85,7 +88,9 @@ class SLM(nn.Module):
             )
         self.cfg = cfg
         self.speech_vocab_size = speech_vocab_size
-        self.backbone = Backbone.build(cfg.backbone, text_vocab_size)
+        self.backbone = backbone if backbone is not None else Backbone.build(cfg.backbone, text_vocab_size)
+        if self.backbone.text_vocab_size < text_vocab_size:
+            raise ValueError(f"shared backbone has {self.backbone.text_vocab_size} text rows < text_vocab_size {text_vocab_size}")
         dim = self.backbone.hidden_size
         with torch.no_grad():
             text_std = float(self.backbone.text_embedding.weight.float().std())
