@@ -35,8 +35,10 @@ def make_model(group_size: int = 3, seed: int = 0, slots: SlotVocab | None = Non
     return SLM(cfg, SPEECH_VOCAB, TEXT_VOCAB, slots=slots).eval()
 
 
-def make_batch(group_size: int = 3, seed: int = 0, speaker_dim: int = 0, lengths: tuple[int, ...] = (12, 9)) -> SLMBatch:
-    """Rows: [SPK?] text... [ua] speech groups... [END, PAD, ...]; right-padded to max(lengths)."""
+def make_batch(
+    group_size: int = 3, seed: int = 0, speaker_dim: int = 0, lengths: tuple[int, ...] = (12, 9), speaker_pos: int = 0
+) -> SLMBatch:
+    """Rows: text (speaker placeholder at ``speaker_pos``)... [ua] speech groups... [END, PAD, ...], right-padded."""
     gen = torch.Generator().manual_seed(seed)
     b, s, g = len(lengths), max(lengths), group_size
     input_ids = torch.full((b, s), TEXT_PAD)
@@ -50,8 +52,8 @@ def make_batch(group_size: int = 3, seed: int = 0, speaker_dim: int = 0, lengths
         input_ids[row, :n_text] = torch.randint(1, 18, (n_text,), generator=gen)
         input_ids[row, n_text - 1] = UA
         if speaker_dim:
-            input_ids[row, 0] = SPK
-            speaker_mask[row, 0] = True
+            input_ids[row, speaker_pos] = SPK
+            speaker_mask[row, speaker_pos] = True
         codes = torch.randint(0, CODES, (n - n_text, g), generator=gen) + slot_stream * CODES
         codes[-1] = torch.tensor([END] + [PAD] * (g - 1))
         speech_ids[row, n_text:n] = codes

@@ -1,0 +1,79 @@
+import pytest
+import torch
+from torch import nn
+
+from speechlm.layout.speech import LayoutConfig, SpeechLayout
+from speechlm.model.heads import SlotVocab, SpeechHead
+
+SIZES = (8, 8, 5)  # unequal streams: slots are packed to the widest and the gaps must not leak
+
+
+def slots(group_size=6):
+    layout = SpeechLayout(LayoutConfig(streams=(0, 1, 2), order="fwi", group_size=group_size), SIZES, ("p", "c0", "c1"))
+    return SlotVocab.from_layout(layout, group_size), layout
+
+
+def separate_heads(head: SpeechHead, sv: SlotVocab, hidden: torch.Tensor) -> torch.Tensor:
+    """Reference: G independent per-slot heads, each over its own ids, scattered into [..., G, Vs]."""
+    out = torch.full((*hidden.shape[:-1], sv.group_size, sv.vocab_size), float("-inf"))
+    feats = head.slot_features(hidden)
+    for g, ids in enumerate(sv.ids):
+        lin = nn.Linear(head.weight.shape[-1], len(ids))
+        with torch.no_grad():
+            lin.weight.copy_(head.weight[g, : len(ids)])
+            lin.bias.copy_(head.bias[g, : len(ids)])
+        out[..., g, list(ids)] = lin(feats[..., g, :])
+    return out
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp", "transformer"])
+def test_fused_heads_equal_separate_heads(kind):
+    torch.manual_seed(0)
+    sv, _ = slots()
+    head = SpeechHead(16, sv, kind, heads=4).eval()
+    with torch.no_grad():
+        head.bias.normal_()
+        hidden = torch.randn(2, 5, 16)
+        torch.testing.assert_close(head(hidden), separate_heads(head, sv, hidden))
+
+
+def test_linear_slot_g_is_a_plain_linear_map_of_h():
+    torch.manual_seed(0)
+    sv, _ = slots()
+    head = SpeechHead(16, sv, "linear")
+    hidden = torch.randn(3, 16)
+    g = 4
+    ids = list(sv.ids[g])
+    ref = hidden @ head.weight[g, : len(ids)].T + head.bias[g, : len(ids)]
+    torch.testing.assert_close(head(hidden)[:, g, ids], ref)
+
+
+def test_slots_only_emit_their_stream_plus_end_pad():
+    sv, layout = slots()
+    head = SpeechHead(16, sv, "mlp")
+    logits = head(torch.randn(7, 16))
+    finite = torch.isfinite(logits)  # [7,G,Vs]
+    vocab = layout.vocab
+    for g, k in enumerate(layout.slot_streams()):
+        expected = torch.zeros(vocab.size, dtype=torch.bool)
+        expected[vocab.stream_slice(k)] = True
+        expected[[vocab.end_id, vocab.pad_id]] = True
+        assert torch.equal(finite[:, g], expected.expand(7, -1)), g
+    assert torch.equal(head.allowed, finite[0])
+
+
+def test_no_fixed_slots_means_full_vocabulary():
+    layout = SpeechLayout(LayoutConfig(streams=(0, 1, 2), order="fwi", group_size=1), SIZES, ("p", "c0", "c1"))
+    sv = SlotVocab.from_layout(layout, 1)
+    assert sv.is_full and sv.vocab_size == sum(SIZES) + 2
+    assert torch.isfinite(SpeechHead(16, sv)(torch.randn(2, 16))).all()
+
+
+def test_bad_slot_configurations():
+    _, layout = slots(6)
+    with pytest.raises(ValueError, match="6 slots per group but the model's group_size is 3"):
+        SlotVocab.from_layout(layout, 3)
+    with pytest.raises(ValueError, match="slot 0's ids"):
+        SlotVocab(ids=((0, 99),), vocab_size=10)
+    with pytest.raises(ValueError, match="not divisible by 3 heads"):
+        SpeechHead(16, SlotVocab.full(2, 10), "transformer", heads=3)
