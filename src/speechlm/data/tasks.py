@@ -178,7 +178,9 @@ class TaskFormatter:
             raise_if_empty(question, "question", "<prompt>")
         stop = {"tts": "{speech}", "asr": "{text}", "text": "{answer}", "role_qa": "{text}"}[task]
         head = template[: template.index(stop)]
-        values = {"text": _clean(text), "question": _clean(question), "system": self.cfg.templates.system}
+        # Same text as training saw (`_values`): the tts/asr templates add their own full stop.
+        spoken = _clean(text).removesuffix(".") if task in ("tts", "asr") else _clean(text)
+        values = {"text": spoken, "question": _clean(question), "system": self.cfg.templates.system}
         return _render(head, values, prompt_loss=False, where="<prompt>", response_loss=False)
 
     def _values(self, utt: Utterance, task: Task) -> dict[str, str]:
