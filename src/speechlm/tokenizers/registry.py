@@ -13,6 +13,7 @@ TokenizerConfig), each written atomically (temp file + rename).
 
 from __future__ import annotations
 
+import copy
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,15 +92,19 @@ def build_tokenizer(cfg: TokenizerConfig) -> SpeechTokenizer:
     return tok
 
 
-def save_tokenizer(tok: SpeechTokenizer, directory: str | Path) -> Path:
-    """Write weights (safetensors) and the resolved config into ``directory`` atomically."""
+def save_tokenizer(tok: SpeechTokenizer, directory: str | Path, half: bool = False) -> Path:
+    """Write weights (safetensors) and the resolved config into ``directory`` atomically.
+
+    ``half`` stores floating-point tensors as fp16 (shipped checkpoints: half the size); loading
+    casts them back to the model's dtype.
+    """
     if tok.tokenizer_config is None:
         raise ValueError(f"{type(tok).__name__} was not built by build_tokenizer; it has no config to save")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (WEIGHTS_FILE + ".tmp")
     # save_model (not save_file) de-duplicates shared tensors, e.g. tied codebooks.
-    save_model(tok, str(tmp))
+    save_model(copy.deepcopy(tok).half() if half else tok, str(tmp))
     tmp.replace(directory / WEIGHTS_FILE)
     cfglib.dump(tok.tokenizer_config, directory / CONFIG_FILE)
     return directory

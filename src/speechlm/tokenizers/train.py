@@ -107,12 +107,12 @@ class CropSampler:
         return out, lengths
 
 
-def lr_at(step: int, cfg: OptimConfig, total: int) -> float:
-    """Linear warm-up, then cosine decay to ``lr * min_lr_ratio`` at ``total``."""
+def lr_at(step: int, progress: float, cfg: OptimConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``lr * min_lr_ratio`` at ``progress`` 1."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
 def compute_losses(
@@ -154,50 +154,84 @@ def validate(tok: SpeechTokenizer, spectral: SpectralLoss, batch: tuple[torch.Te
     return loss
 
 
-def train_codec(cfg: CodecTrainConfig, resume: bool = False) -> Path:
-    """Train ``cfg.tokenizer`` on ``cfg.data``; returns the checkpoint folder."""
+@dataclass
+class _Run:
+    """Mutable state of one training run."""
+
+    tok: SpeechTokenizer
+    opt: torch.optim.Optimizer
+    spectral: SpectralLoss
+    sampler: CropSampler
+    val_batch: tuple[torch.Tensor, torch.Tensor]
+    step: int
+
+
+def _setup(cfg: CodecTrainConfig, resume: bool) -> _Run:
     seed_everything(cfg.seed)
     set_threads(cfg.threads or None)
     device = resolve_device(cfg.device)
-    ckpt = cfg.out_dir / CHECKPOINT_DIR
     if resume:
-        tok, opt_state, start = restore(ckpt, device)
+        tok, opt_state, step = restore(cfg.out_dir / CHECKPOINT_DIR, device)
     else:
-        tok, opt_state, start = build_tokenizer(cfg.tokenizer).to(device).train(), None, 0
-    opt = torch.optim.AdamW(tok.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+        tok, opt_state, step = build_tokenizer(cfg.tokenizer).to(device).train(), None, 0
+    o = cfg.optim
+    opt = torch.optim.AdamW(tok.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
-    spectral = SpectralLoss(cfg.loss, tok.sample_rate).to(device)
-    sampler = CropSampler(cfg.data, "train", tok.sample_rate, cfg.seed + start)
-    val_batch = CropSampler(cfg.data, "val", tok.sample_rate, seed=1234).batch(cfg.data.val_items)
-    val_batch = (val_batch[0].to(device), val_batch[1].to(device))
+    val = CropSampler(cfg.data, "val", tok.sample_rate, seed=1234).batch(cfg.data.val_items)
+    return _Run(
+        tok=tok,
+        opt=opt,
+        spectral=SpectralLoss(cfg.loss, tok.sample_rate).to(device),
+        sampler=CropSampler(cfg.data, "train", tok.sample_rate, cfg.seed + step),
+        val_batch=(val[0].to(device), val[1].to(device)),
+        step=step,
+    )
+
+
+def _train_step(run: _Run, cfg: CodecTrainConfig, lr: float) -> dict[str, torch.Tensor]:
+    device = run.val_batch[0].device
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    wav, lengths = (t.to(device) for t in run.sampler.batch(cfg.data.batch_size))
+    losses = compute_losses(run.tok, run.spectral, wav, lengths)
+    run.opt.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    losses["grad_norm"] = torch.nn.utils.clip_grad_norm_(run.tok.parameters(), cfg.optim.grad_clip)
+    run.opt.step()
+    run.step += 1
+    return losses
+
+
+def train_codec(cfg: CodecTrainConfig, resume: bool = False) -> Path:
+    """Train ``cfg.tokenizer`` on ``cfg.data``; returns the checkpoint folder.
+
+    The cosine schedule follows whichever is further along, steps or the wall-clock budget, so a
+    run cut short by ``max_minutes`` still ends at a low learning rate.
+    """
+    run = _setup(cfg, resume)
+    ckpt = cfg.out_dir / CHECKPOINT_DIR
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     cfglib.dump(cfg, cfg.out_dir / "train_config.yaml")
-    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes > 0 else math.inf
-    with (cfg.out_dir / "log.jsonl").open("a") as log, tqdm(total=cfg.steps, initial=start, desc="codec train") as bar:
-        step, t0 = start, time.monotonic()
-        while step < cfg.steps and time.monotonic() < deadline:
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg.optim, cfg.steps)
-            wav, lengths = (t.to(device) for t in sampler.batch(cfg.data.batch_size))
-            losses = compute_losses(tok, spectral, wav, lengths)
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(tok.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            step += 1
+    budget = 60 * cfg.max_minutes if cfg.max_minutes > 0 else math.inf
+    t0, first = time.monotonic(), run.step
+    with (cfg.out_dir / "log.jsonl").open("a") as log, tqdm(total=cfg.steps, initial=run.step, desc="codec train") as bar:
+        while run.step < cfg.steps and time.monotonic() - t0 < budget:
+            elapsed = time.monotonic() - t0
+            progress = max(run.step / cfg.steps, elapsed / budget)
+            losses = _train_step(run, cfg, lr_at(run.step, progress, cfg.optim))
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
             row = None
-            if step % cfg.log_every == 0:
-                row = {"step": step, "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 1)}
+            if run.step % cfg.log_every == 0:
+                row = {"step": run.step, "lr": run.opt.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
                 row.update({k: round(v.item(), 5) for k, v in losses.items()})
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                save_checkpoint(ckpt, tok, opt, cfg, step)
-                row = (row or {"step": step}) | {"val_loss": round(validate(tok, spectral, val_batch), 5)}
+            if run.step % cfg.save_every == 0 or run.step == cfg.steps:
+                save_checkpoint(ckpt, run.tok, run.opt, cfg, run.step)
+                row = (row or {"step": run.step}) | {"val_loss": round(validate(run.tok, run.spectral, run.val_batch), 5)}
             if row is not None:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-    if step % cfg.save_every and step != cfg.steps:  # stopped by the wall-clock budget
-        save_checkpoint(ckpt, tok, opt, cfg, step)
+    if run.step > first and run.step % cfg.save_every and run.step != cfg.steps:  # stopped by the budget
+        save_checkpoint(ckpt, run.tok, run.opt, cfg, run.step)
     return ckpt
