@@ -59,3 +59,14 @@ def test_smollm2_backbone_loads_offline_and_trains_as_an_slm():
     with torch.no_grad():
         logits = model.text_head(model.backbone(model.backbone.embed_text(ids)).hidden)
     assert int(logits[0, -1].argmax()) == 7042
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        backbone = Backbone.build(BackboneConfig(gradient_checkpointing=checkpointing), 50).train()
+        ids = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(1))
+        backbone.lm_head(backbone(backbone.embed_text(ids)).hidden).logsumexp(-1).sum().backward()
+        grads.append(backbone.text_embedding.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])

@@ -62,6 +62,13 @@ def test_slots_only_emit_their_stream_plus_end_pad():
     assert torch.equal(head.allowed, finite[0])
 
 
+@pytest.mark.parametrize("group_size", [3, 6, 12])
+def test_slot_vocab_agrees_with_the_layouts_stream_masks(group_size):
+    sv, layout = slots(group_size)
+    for step in (0, 1, 7):
+        assert torch.equal(sv.allowed(), layout.allowed_mask(step))
+
+
 def test_no_fixed_slots_means_full_vocabulary():
     layout = SpeechLayout(LayoutConfig(streams=(0, 1, 2), order="fwi", group_size=1), SIZES, ("p", "c0", "c1"))
     sv = SlotVocab.from_layout(layout, 1)

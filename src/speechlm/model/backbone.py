@@ -41,6 +41,7 @@ class BackboneConfig:
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
 
     def __post_init__(self) -> None:
         if self.kind == "hf_dir" and not self.path:
@@ -111,6 +112,8 @@ class Backbone(nn.Module):
         backbone = cls(lm)
         if text_vocab_size > backbone.text_vocab_size:
             lm.resize_token_embeddings(text_vocab_size, mean_resizing=True)
+        if cfg.gradient_checkpointing:
+            lm.activation_checkpointing_enable({"use_reentrant": False})
         return backbone
 
     @property
