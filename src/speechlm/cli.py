@@ -154,12 +154,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from speechlm.train.config import load_train_config
     from speechlm.train.loop import train
 
-    result = train(load_train_config(args.config, args.overrides), resume=args.resume)
-    print(
-        f"trained {result.steps} steps in {result.train_seconds:.1f} s (setup {result.setup_seconds:.1f} s): "
-        f"loss {result.loss:.4f}, val loss {result.val_loss if result.val_loss is not None else 'n/a'}, "
-        f"{result.positions_per_s:.0f} positions/s; checkpoint {result.checkpoint}"
-    )
+    train(load_train_config(args.config, args.overrides), resume=args.resume)  # prints its summary
     return 0
 
 
@@ -171,12 +166,131 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _synthesizer(args: argparse.Namespace):
+    from speechlm import config as cfglib
+    from speechlm.inference.api import Synthesizer
+    from speechlm.inference.generate import GenerationConfig
+    from speechlm.runtime import set_threads
+
+    if not args.model:
+        raise ValueError("--model CKPT is required (a checkpoint or run folder from `speechlm train`; no default model ships yet)")
+    set_threads(args.threads)
+    generation = cfglib.from_dict(GenerationConfig, cfglib.parse_overrides(args.gen), source="--gen")
+    return Synthesizer.load(args.model, device=args.device, generation=generation, batch_size=args.batch_size)
+
+
+def _cmd_tts(args: argparse.Namespace) -> int:
+    from speechlm.audio import save_audio
+    from speechlm.inference.batch import synthesize_file
+
+    if (args.text is None) == (args.file is None):
+        raise ValueError('give either a text ("speechlm tts TEXT -o OUT.wav") or --file TEXTS.txt --out-dir DIR')
+    if (args.file is None and not args.output) or (args.file is not None and not args.out_dir):
+        raise ValueError("a text needs -o OUT.wav; --file needs --out-dir DIR")
+    synth = _synthesizer(args)
+    voice = synth.voice(args.speaker, args.ref)
+    if args.file is not None:
+        report = synthesize_file(synth, args.file, args.out_dir, voice)
+        print(report.format())
+        return 0 if not report.failed else 1
+    [result] = synth.tts([args.text], voice)
+    if not result.wav.size:
+        raise ValueError("the model produced no speech (END at the first step)")
+    save_audio(args.output, result.wav, result.sample_rate)
+    state = "finished" if result.finished else "cut at the length limit (no END)"
+    print(f"{args.output}: {result.audio_seconds:.2f} s, speaker {voice.name or '-'}, {state}")
+    return 0 if result.finished else 1
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from speechlm.audio import save_audio
+
+    synth = _synthesizer(args)
+    [result] = synth.ask([args.question], synth.voice(args.role, args.ref))
+    print(result.text)
+    if not result.wav.size:
+        raise ValueError("the model produced no speech for its answer (END at the first step)")
+    save_audio(args.output, result.wav, result.sample_rate)
+    state = "finished" if result.finished else "cut at the length limit (no END)"
+    print(f"{args.output}: {result.audio_seconds:.2f} s, speaker {result.speaker or '-'}, {state}", file=sys.stderr)
+    return 0 if result.finished else 1
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="checkpoint (or run) folder written by `speechlm train`")
+    p.add_argument("--ref", default=None, help="reference recording whose voice to use (needs a codec with a timbre encoder)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=8, help="utterances decoded together")
+    p.add_argument("--gen", action="append", default=[], metavar="KEY=VALUE",
+                   help="GenerationConfig override, e.g. sampling.repetition_penalty=1.0 (repeatable)")  # fmt: skip
+
+
+def _add_inference(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tts", help="text -> speech with a trained SLM (one text, or --file with one per line)")
+    p.add_argument("text", nargs="?", default=None)
+    p.add_argument("-o", "--output", default=None, help="output wav (single text)")
+    p.add_argument("--file", default=None, help="text file, one utterance per line")
+    p.add_argument("--out-dir", default=None, help="--file: folder for audio/*.wav + manifest.jsonl")
+    p.add_argument("--speaker", default=None, help="a speaker name from the model's speaker table")
+    _add_generation_args(p)
+    p.set_defaults(func=_cmd_tts)
+
+    p = sub.add_parser("ask", help="spoken QA: print the text answer and write the spoken answer")
+    p.add_argument("question")
+    p.add_argument("-o", "--output", required=True, help="output wav")
+    p.add_argument("--role", default=None, help="the voice to answer in (a speaker name of the model)")
+    _add_generation_args(p)
+    p.set_defaults(func=_cmd_ask)
+
+
+def _cmd_bench_decode(args: argparse.Namespace) -> int:
+    import json
+
+    from speechlm.bench.decode import DecodeBenchConfig, format_table, run_benchmark
+
+    cfg = DecodeBenchConfig(
+        models=tuple(m for m in args.models.split(",") if m),
+        group_sizes=tuple(int(g) for g in args.group_sizes.split(",") if g),
+        seconds=args.seconds,
+        repeats=args.repeats,
+        codec=args.codec,
+        device=args.device,
+        dtype=args.dtype,
+        threads=args.threads,
+    )
+    report = run_benchmark(cfg)
+    print(format_table(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="speed benchmarks")
+    verbs = bench.add_subparsers(dest="bench_verb", required=True)
+    p = verbs.add_parser("decode", help="NTP vs MTP decoding speed on one set of backbone weights")
+    p.add_argument("--json", default=None, help="write the report as JSON")
+    p.add_argument("--models", default="demo", help="comma-separated: tiny, demo, qwen0.5b")
+    p.add_argument("--group-sizes", default="1,3,6,12", help="comma-separated g values (1 = NTP)")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio generated per run")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats per case")
+    p.add_argument("--codec", default="", help="tokenizer folder or codec YAML (adds codec decode to RTF/latency)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    p.set_defaults(func=_cmd_bench_decode)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speechlm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
     _add_data(sub)
     _add_codec(sub)
     _add_train(sub)
+    _add_inference(sub)
+    _add_bench(sub)
 
     p = sub.add_parser("demo", help="the main job on the built-in defaults")
     p.add_argument("--out", default="demo", help="output folder (default: ./demo)")

@@ -174,6 +174,11 @@ def train(
     )
     if main:
         (cfg.train.out_dir / "summary.json").write_text(json.dumps(result.to_json(), indent=1))
+    accelerator.print(
+        f"trained {result.steps} steps in {train_seconds:.1f} s (setup {setup_seconds:.1f} s): loss {result.loss:.4f}, "
+        f"val loss {'n/a' if val_loss is None else f'{val_loss:.4f}'}, {result.positions_per_s:.0f} positions/s; "
+        f"checkpoint {result.checkpoint}"
+    )
     return result
 
 
@@ -252,8 +257,12 @@ def train_step(
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    counts = accelerator.reduce(torch.tensor([positions, codes], dtype=torch.float64, device=accelerator.device), "sum")
-    return {**sums, "grad_norm": float(grad_norm), "positions": float(counts[0]), "speech_codes": float(counts[1])}
+    # One all-reduce: losses/accuracies averaged over ranks, token counts summed.
+    local = torch.tensor([*sums.values(), positions, codes], dtype=torch.float64, device=accelerator.device)
+    total = accelerator.reduce(local, "sum").tolist()
+    n = accelerator.num_processes
+    stats = {key: total[i] / n for i, key in enumerate(sums)}
+    return {**stats, "grad_norm": float(grad_norm), "positions": total[-2], "speech_codes": total[-1]}
 
 
 def check_finite(loss: torch.Tensor, step: int, ids: list[str], accelerator: Accelerator) -> None:
@@ -263,7 +272,7 @@ def check_finite(loss: torch.Tensor, step: int, ids: list[str], accelerator: Acc
         bad = accelerator.reduce(bad, "sum")
     if bool(bad.item()):
         raise NonFiniteLossError(
-            f"non-finite loss ({float(loss)}) at step {step}; batch ids on rank {accelerator.process_index}: {ids}"
+            f"non-finite loss ({float(loss.detach())}) at step {step}; batch ids on rank {accelerator.process_index}: {ids}"
         )
 
 
