@@ -20,7 +20,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -89,6 +89,19 @@ class _Position:
     index: int = 0  # next batch of the epoch's plan
 
 
+@dataclass
+class _Run:
+    """The live objects of one run (model and optimizer as prepared by Accelerate)."""
+
+    accelerator: Accelerator
+    setup: TrainingSetup
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: BucketBatchSampler
+    pos: _Position
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -96,19 +109,54 @@ def train(
     show_progress: bool = True,
     on_step: Callable[[StepInfo], None] | None = None,
 ) -> TrainResult:
-    """Train the SLM of ``cfg``; ``resume`` continues from the run's newest checkpoint exactly."""
+    """Train the SLM of ``cfg``; ``resume`` continues from the run's newest checkpoint exactly.
+
+    ``on_step`` is called after every optimizer step (after any checkpoint of that step).
+    """
     t0 = time.perf_counter()
-    accelerator, runtime = make_accelerator(cfg.train)
+    run = prepare(cfg, resume=resume, show_progress=show_progress)
+    acc, pos, end_id = run.accelerator, run.pos, run.setup.layout.vocab.end_id
+    monitor = Monitor(cfg.train.out_dir, total_steps=cfg.train.max_steps, start_step=pos.step,
+                      enabled=acc.is_main_process, tensorboard=cfg.train.tensorboard, show_progress=show_progress)
+    batches = _batches(run.sampler, pos, run.setup, cfg.optim.grad_accum)
+    meter = _Meter(first_step=pos.step, setup_seconds=time.perf_counter() - t0)
+    try:
+        while pos.step < cfg.train.max_steps:
+            stats = train_step(run.model, run.optimizer, run.scheduler, acc, next(batches), cfg.optim, pos.step + 1, end_id)
+            pos.step += 1
+            meter.add(stats)
+            monitor.add(**stats)
+            final = pos.step == cfg.train.max_steps
+            if pos.step % cfg.train.log_every == 0 or final:
+                meter.last = monitor.write(pos.step, {"lr": run.scheduler.get_last_lr()[0], "epoch": pos.epoch})
+            if (cfg.train.eval_every and pos.step % cfg.train.eval_every == 0) or final:
+                meter.val_loss = evaluate(run.model, run.setup, cfg, acc)
+                if meter.val_loss is not None:
+                    monitor.record({"step": pos.step, "val_loss": meter.val_loss})
+            if pos.step % cfg.train.save_every == 0 or final:
+                _save(cfg, run)
+            if on_step is not None:
+                on_step(StepInfo(pos.step, stats["loss"]))
+    finally:
+        monitor.close()
+    return _finish(cfg, run, meter)
+
+
+def prepare(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> _Run:
+    """Everything before the first step: runtime, data, model, optimizer, schedule, resumed state."""
+    accelerator, _ = make_accelerator(cfg.train)
     set_threads(cfg.train.threads or None)
     seed_everything(cfg.train.seed)
     start = _resume_point(cfg, resume)
     main = accelerator.is_main_process
-    setup = assemble(cfg, accelerator.device, main_process_first=accelerator.main_process_first, show_progress=show_progress and main)
+    setup = assemble(cfg, accelerator.device, main_process_first=accelerator.main_process_first,
+                     show_progress=show_progress and main)
     if main and setup.skipped:
-        print(f"skipped {len(setup.skipped)} sequences longer than data.max_positions={cfg.data.max_positions}: "
-              + ", ".join(s.id for s in setup.skipped[:5]) + (" ..." if len(setup.skipped) > 5 else ""))
+        names = ", ".join(s.id for s in setup.skipped[:5]) + (" ..." if len(setup.skipped) > 5 else "")
+        print(f"skipped {len(setup.skipped)} sequences longer than data.max_positions={cfg.data.max_positions}: {names}")
     optimizer = make_optimizer(setup.model, cfg.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine.from_config(cfg.optim, cfg.train.max_steps))
+    # The scheduler stays outside prepare(): it steps once per optimizer step, whatever the world size.
     model, optimizer = accelerator.prepare(setup.model, optimizer)
     sampler = BucketBatchSampler(
         [e.length for e in setup.train_examples],
@@ -119,65 +167,53 @@ def train(
         num_replicas=accelerator.num_processes,
         rank=accelerator.process_index,
     )
-    pos = _Position()
-    if start is not None:
-        pos = _restore(start, accelerator, model, optimizer, scheduler)
-    setup_seconds = time.perf_counter() - t0
-    monitor = Monitor(cfg.train.out_dir, total_steps=cfg.train.max_steps, start_step=pos.step, enabled=main,
-                      tensorboard=cfg.train.tensorboard, show_progress=show_progress)
+    pos = _restore(start, accelerator, model, optimizer, scheduler) if start is not None else _Position()
     if main:
         cfglib.dump(cfg, cfg.train.out_dir / CONFIG_FILE)
-    batches = _batches(sampler, pos, setup, cfg.optim.grad_accum)
-    totals = {"positions": 0.0, "speech_codes": 0.0}
-    last: dict = {}
-    val_loss = None
-    t_train = time.perf_counter()
-    first_step = pos.step
-    try:
-        while pos.step < cfg.train.max_steps:
-            stats = train_step(
-                model, optimizer, scheduler, accelerator, next(batches), cfg.optim, pos.step + 1, setup.layout.vocab.end_id
-            )
-            pos.step += 1
-            totals["positions"] += stats["positions"]
-            totals["speech_codes"] += stats["speech_codes"]
-            monitor.add(**stats)
-            if pos.step % cfg.train.log_every == 0 or pos.step == cfg.train.max_steps:
-                last = monitor.write(pos.step, {"lr": scheduler.get_last_lr()[0], "epoch": pos.epoch})
-            if (cfg.train.eval_every and pos.step % cfg.train.eval_every == 0) or pos.step == cfg.train.max_steps:
-                val_loss = evaluate(model, setup, cfg, accelerator)
-                if val_loss is not None:
-                    monitor.record({"step": pos.step, "val_loss": val_loss})
-            if pos.step % cfg.train.save_every == 0 or pos.step == cfg.train.max_steps:
-                _save(cfg, setup, accelerator, model, optimizer, scheduler, pos)
-            if on_step is not None:
-                on_step(StepInfo(pos.step, stats["loss"]))
-    finally:
-        monitor.close()
-    train_seconds = time.perf_counter() - t_train
-    steps_run = max(pos.step - first_step, 1)
-    speech_lengths = [int(e.is_speech.sum()) for e in setup.train_examples]
+    return _Run(accelerator, setup, model, optimizer, scheduler, sampler, pos)
+
+
+@dataclass
+class _Meter:
+    """Whole-run totals for the summary (the monitor keeps per-window figures)."""
+
+    first_step: int
+    setup_seconds: float
+    positions: float = 0.0
+    speech_codes: float = 0.0
+    last: dict = field(default_factory=dict)
+    val_loss: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, stats: dict[str, float]) -> None:
+        self.positions += stats["positions"]
+        self.speech_codes += stats["speech_codes"]
+
+
+def _finish(cfg: TrainConfig, run: _Run, meter: _Meter) -> TrainResult:
+    seconds = time.perf_counter() - meter.started
+    examples = run.setup.train_examples
     result = TrainResult(
         out_dir=cfg.train.out_dir,
-        checkpoint=checkpoint_dir(cfg.train.out_dir, pos.step),
-        steps=pos.step,
-        loss=float(last.get("loss", math.nan)),
-        val_loss=val_loss,
-        setup_seconds=setup_seconds,
-        train_seconds=train_seconds,
-        positions_per_s=totals["positions"] / train_seconds,
-        speech_codes_per_s=totals["speech_codes"] / train_seconds,
-        step_seconds=train_seconds / steps_run,
-        train_sequences=len(setup.train_examples),
-        mean_positions=sum(e.length for e in setup.train_examples) / len(setup.train_examples),
-        mean_speech_positions=sum(speech_lengths) / len(speech_lengths),
+        checkpoint=checkpoint_dir(cfg.train.out_dir, run.pos.step),
+        steps=run.pos.step,
+        loss=float(meter.last.get("loss", math.nan)),
+        val_loss=meter.val_loss,
+        setup_seconds=meter.setup_seconds,
+        train_seconds=seconds,
+        positions_per_s=meter.positions / seconds,
+        speech_codes_per_s=meter.speech_codes / seconds,
+        step_seconds=seconds / max(run.pos.step - meter.first_step, 1),
+        train_sequences=len(examples),
+        mean_positions=sum(e.length for e in examples) / len(examples),
+        mean_speech_positions=sum(int(e.is_speech.sum()) for e in examples) / len(examples),
     )
-    if main:
+    if run.accelerator.is_main_process:
         (cfg.train.out_dir / "summary.json").write_text(json.dumps(result.to_json(), indent=1))
-    accelerator.print(
-        f"trained {result.steps} steps in {train_seconds:.1f} s (setup {setup_seconds:.1f} s): loss {result.loss:.4f}, "
-        f"val loss {'n/a' if val_loss is None else f'{val_loss:.4f}'}, {result.positions_per_s:.0f} positions/s; "
-        f"checkpoint {result.checkpoint}"
+    val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}"
+    run.accelerator.print(
+        f"trained {result.steps} steps in {seconds:.1f} s (setup {meter.setup_seconds:.1f} s): loss {result.loss:.4f}, "
+        f"val loss {val}, {result.positions_per_s:.0f} positions/s; checkpoint {result.checkpoint}"
     )
     return result
 
@@ -347,17 +383,18 @@ def _restore(path: Path, accelerator: Accelerator, model, optimizer, scheduler) 
     return _Position(step=meta.step, epoch=meta.epoch, index=meta.position)
 
 
-def _save(cfg: TrainConfig, setup: TrainingSetup, accelerator: Accelerator, model, optimizer, scheduler, pos: _Position) -> None:
+def _save(cfg: TrainConfig, run: _Run) -> None:
+    acc, pos = run.accelerator, run.pos
     rngs = gather_object([rng_state()])  # every rank's RNG, gathered to all ranks
-    if accelerator.is_main_process:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs}
+    if acc.is_main_process:
+        state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "rng": rngs}
         save_checkpoint(
             checkpoint_dir(cfg.train.out_dir, pos.step),
-            model=accelerator.unwrap_model(model),
+            model=acc.unwrap_model(run.model),
             config=cfg,
-            meta=meta_for(setup, pos.step, pos.epoch, pos.index),
-            text_tokenizer=setup.text_tokenizer,
+            meta=meta_for(run.setup, pos.step, pos.epoch, pos.index),
+            text_tokenizer=run.setup.text_tokenizer,
             trainer_state=state,
         )
         prune_checkpoints(cfg.train.out_dir, cfg.train.keep_checkpoints)
-    accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
