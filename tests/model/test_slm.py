@@ -158,3 +158,21 @@ def test_end_and_pad_are_targets_of_every_slot(model, batch):
     last = batch.speech_labels[0, 11]
     assert last.tolist() == [END, PAD, PAD] and IGNORE_INDEX not in last.tolist()
     assert torch.isfinite(model(batch).speech_logits[..., [END, PAD]]).all()
+
+
+def test_text_only_batch_keeps_speech_parameters_in_the_graph(batch):
+    """No speech anywhere: speech loss is an exact 0 (not NaN) and speech parameters still get
+    (zero) gradients, so DDP finds every parameter used on every rank."""
+    model = make_model()
+    text_only = dataclasses.replace(
+        batch,
+        is_speech=torch.zeros_like(batch.is_speech),
+        speech_labels=torch.full_like(batch.speech_labels, IGNORE_INDEX),
+        text_labels=batch.input_ids.where(batch.attention_mask.bool(), IGNORE_INDEX),
+    )
+    out = model(text_only, return_logits=False)
+    out.loss.backward()
+    assert out.losses["speech"].item() == 0.0 and torch.isfinite(out.loss)
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+    assert model.speech_head.weight.grad.abs().sum() == 0

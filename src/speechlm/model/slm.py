@@ -119,9 +119,10 @@ class SLM(nn.Module):
         positions in ``speaker_mask`` take the projected ``speaker`` [B,Ds] (§2.3).
         """
         embeds = self.backbone.embed_text(input_ids)
-        if bool(is_speech.any()):
-            fused = self.speech_embedding(speech_ids[is_speech])  # [N,D]
-            embeds = embeds.index_put((is_speech,), fused.to(embeds.dtype))
+        # Runs even when no position is speech (N=0): no host sync, and under DDP every rank's
+        # speech parameters stay in the graph.
+        fused = self.speech_embedding(speech_ids[is_speech])  # [N,D]
+        embeds = embeds.index_put((is_speech,), fused.to(embeds.dtype))
         if self.speaker_projector is not None and speaker is not None and speaker_mask is not None:
             embeds = self.speaker_projector.inject(embeds, speaker, speaker_mask)
         return embeds
