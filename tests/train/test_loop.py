@@ -125,8 +125,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_corpus, tmp_path,
 def test_stage2_starts_from_stage1_and_checks_its_tokenizer(tiny_corpus, tmp_path, cache_dir):
     stage1 = _load(tiny_config(tiny_corpus, tmp_path / "s1", cache_dir, train={"max_steps": 2, "save_every": 2}))
     train(stage1, show_progress=False)
-    s1_ckpt = latest_checkpoint(tmp_path / "s1")
-    sft = {"train": {"stage": "sft", "init_from": str(s1_ckpt), "max_steps": 2}, "data": {"task": {"tasks": ["role_qa"]}}}
+    sft = {"train": {"stage": "sft", "init_from": str(tmp_path / "s1"), "max_steps": 2}, "data": {"task": {"tasks": ["role_qa"]}}}
     result = train(_load(tiny_config(tiny_corpus, tmp_path / "s2", cache_dir, **sft)), show_progress=False)
     assert result.steps == 2 and result.train_sequences == 16  # one role-QA sequence per training QA row
     other = tiny_config(tiny_corpus, tmp_path / "s2b", cache_dir, **sft, tokenizer={"seed": 1})

@@ -25,7 +25,7 @@ from speechlm.model.slm import SLM
 from speechlm.text.base import TextTokenizer, build_text_tokenizer, load_text_tokenizer
 from speechlm.tokenizers.base import SpeechTokenizer
 from speechlm.tokenizers.registry import build_tokenizer, load_tokenizer
-from speechlm.train.checkpoint import TEXT_DIR, CheckpointMeta, load_weights, read_meta
+from speechlm.train.checkpoint import TEXT_DIR, CheckpointMeta, load_weights, read_meta, resolve_checkpoint
 from speechlm.train.config import TokenizerSource, TrainConfig
 
 # A char alphabet also covers plain ASCII, so prompts at inference are not limited to corpus characters.
@@ -72,13 +72,13 @@ def assemble(
 ) -> TrainingSetup:
     """Build everything the loop needs, in the order that fails cheapest first."""
     corpus = open_corpus(cfg.data.corpus)
-    init_meta = read_meta(cfg.train.init_from) if cfg.train.init_from is not None else None
+    init = resolve_checkpoint(cfg.train.init_from) if cfg.train.init_from is not None else None
+    init_meta = read_meta(init) if init is not None else None
     cache = _code_cache(cfg, corpus, device, init_meta, main_process_first, show_progress)
     layout = SpeechLayout(cfg.layout, cache.codebook_sizes, cache.stream_names)
     _check_speaker_width(cfg, cache)
-    if init_meta is not None:
-        assert cfg.train.init_from is not None
-        text = load_text_tokenizer(cfg.train.init_from / TEXT_DIR)  # stage 2 keeps stage 1's text ids
+    if init is not None:
+        text = load_text_tokenizer(init / TEXT_DIR)  # stage 2 keeps stage 1's text ids
     else:
         text = build_text_tokenizer(cfg.text, [*corpus_texts(corpus, cfg.data.task), _ASCII])
     encoder = SequenceEncoder(text, layout)
@@ -91,8 +91,8 @@ def assemble(
         raise ValueError(f"no training sequences: split {cfg.data.train_split!r} of {corpus.root} gave none for {cfg.data.task.tasks}")
     slots = SlotVocab.from_layout(layout, cfg.model.group_size)
     model = SLM(cfg.model, layout.vocab.size, text.vocab_size, slots).to(device)
-    if cfg.train.init_from is not None:
-        load_weights(model, cfg.train.init_from)
+    if init is not None:
+        load_weights(model, init)
     return TrainingSetup(model, text, layout, train, val, skipped, cache.fingerprint, cache.tokenizer)
 
 

@@ -105,6 +105,18 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return path if (path / META_FILE).is_file() else None
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder as given, or a run folder's newest checkpoint."""
+    path = Path(path)
+    if (path / CHECKPOINTS / LATEST).is_file():
+        latest = latest_checkpoint(path)
+        if latest is not None:
+            return latest
+    if not (path / META_FILE).is_file():
+        raise FileNotFoundError(f"{path} is neither an SLM checkpoint nor a run folder with checkpoints")
+    return path
+
+
 def prune_checkpoints(out_dir: str | Path, keep: int) -> None:
     """Delete all but the newest ``keep`` step checkpoints (``latest`` is never deleted)."""
     root = Path(out_dir) / CHECKPOINTS
@@ -146,10 +158,7 @@ def load_slm(path: str | Path, device: str | torch.device = "cpu") -> LoadedSLM:
     """Rebuild a trained SLM (eval mode) with its text tokenizer and speech layout, for inference."""
     from speechlm.train.config import TrainConfig  # here, not at the top: train.config imports data
 
-    path = Path(path)
-    if (path / CHECKPOINTS / LATEST).is_file():  # a run folder: take its newest checkpoint
-        latest = latest_checkpoint(path)
-        path = latest if latest is not None else path
+    path = resolve_checkpoint(path)
     meta = read_meta(path)
     cfg = cfglib.load(TrainConfig, path / CONFIG_FILE)
     text = load_text_tokenizer(path / TEXT_DIR)

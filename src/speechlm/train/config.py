@@ -87,7 +87,7 @@ class RunConfig:
     out_dir: Path
     max_steps: int
     stage: Stage = "pretrain"  # pretrain: TTS+ASR (§3.2 Eq. 6); sft: role-QA (Eq. 7)
-    init_from: Path | None = None  # sft: the stage-1 checkpoint folder whose weights start stage 2
+    init_from: Path | None = None  # sft: a stage-1 checkpoint (or run folder: its newest) to start from
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda[:N] | mps (runtime.resolve_device)
     precision: Precision = "auto"  # auto: bf16 autocast where the device supports it, else fp32
