@@ -47,7 +47,10 @@ def test_loss_is_the_shifted_cross_entropy(model, batch):
     text_logits, speech_logits = out.text_logits[:, :-1], out.speech_logits[:, :-1]
     text_targets, speech_targets = batch.text_labels[:, 1:], batch.speech_labels[:, 1:]
     text = F.cross_entropy(text_logits.reshape(-1, text_logits.shape[-1]), text_targets.reshape(-1))
-    per_slot = [F.cross_entropy(speech_logits[:, :, g].reshape(-1, SPEECH_VOCAB), speech_targets[..., g].reshape(-1)) for g in range(3)]
+    per_slot = [
+        F.cross_entropy(speech_logits[:, :, g].reshape(-1, SPEECH_VOCAB), speech_targets[..., g].reshape(-1))
+        for g in range(3)
+    ]
     speech = torch.stack(per_slot).mean()  # §2.2: mean over the group
     torch.testing.assert_close(out.losses["text"], text)
     torch.testing.assert_close(out.losses["speech"], speech)
@@ -137,7 +140,7 @@ def test_bad_batches_get_clear_errors(batch):
 def test_speaker_errors():
     model = make_model(speaker_dim=4)
     batch = make_batch(speaker_dim=4)
-    with pytest.raises(ValueError, match="no speaker vector"):
+    with pytest.raises(ValueError, match="batch has no speaker"):
         model(_bad(batch, speaker=None))
     with pytest.raises(ValueError, match="Ds=3, the model expects 4"):
         model(_bad(batch, speaker=torch.randn(2, 3)))

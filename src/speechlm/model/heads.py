@@ -136,7 +136,7 @@ class SpeechHead(nn.Module):
                 raise ValueError(f"transformer head: width {dim} is not divisible by {heads} heads")
             self.slot_queries = nn.Parameter(torch.randn(g, dim) * 0.02)
             layer = nn.TransformerEncoderLayer(
-                dim, heads, dim_feedforward=hidden or 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+                dim, heads, hidden or 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
             )
             self.mixer = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False)
         self.weight = nn.Parameter(torch.empty(g, width, feat))  # the 3-D speech head tensor of §2.2
@@ -150,7 +150,8 @@ class SpeechHead(nn.Module):
         if self.mixer is not None:
             lead = hidden.shape[:-1]
             queries = hidden.unsqueeze(-2) + self.slot_queries  # [...,G,D]
-            return self.mixer(queries.reshape(-1, self.group_size, hidden.shape[-1])).reshape(*lead, self.group_size, -1)
+            mixed = self.mixer(queries.reshape(-1, self.group_size, hidden.shape[-1]))
+            return mixed.reshape(*lead, self.group_size, -1)
         return hidden.unsqueeze(-2).expand(*hidden.shape[:-1], self.group_size, hidden.shape[-1])
 
     def slot_logits(self, hidden: Tensor) -> Tensor:

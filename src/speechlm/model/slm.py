@@ -49,10 +49,9 @@ class SLMConfig:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
         if self.speaker_dim < 0:
             raise ValueError(f"speaker_dim must be >= 0, got {self.speaker_dim}")
-        if min(self.text_loss_weight, self.speech_loss_weight) < 0 or self.text_loss_weight + self.speech_loss_weight == 0:
-            raise ValueError(
-                f"loss weights must be >= 0 and not both 0, got text={self.text_loss_weight} speech={self.speech_loss_weight}"
-            )
+        weights = (self.text_loss_weight, self.speech_loss_weight)
+        if min(weights) < 0 or sum(weights) == 0:
+            raise ValueError(f"loss weights must be >= 0 and not both 0, got text={weights[0]} speech={weights[1]}")
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,8 @@ class SLM(nn.Module):
         self.speech_vocab_size = speech_vocab_size
         self.backbone = backbone if backbone is not None else Backbone.build(cfg.backbone, text_vocab_size)
         if self.backbone.text_vocab_size < text_vocab_size:
-            raise ValueError(f"shared backbone has {self.backbone.text_vocab_size} text rows < text_vocab_size {text_vocab_size}")
+            rows = self.backbone.text_vocab_size
+            raise ValueError(f"shared backbone has {rows} text rows < text_vocab_size {text_vocab_size}")
         dim = self.backbone.hidden_size
         with torch.no_grad():
             text_std = float(self.backbone.text_embedding.weight.float().std())
@@ -213,7 +213,7 @@ def _check_speaker(cfg: SLMConfig, batch: SLMBatch) -> None:
             raise ValueError("batch has speaker placeholder positions but the model has speaker_dim=0")
         return
     if batch.speaker is None:
-        raise ValueError(f"the model is speaker-aware (speaker_dim={cfg.speaker_dim}) but the batch has no speaker vector")
+        raise ValueError(f"the model is speaker-aware (speaker_dim={cfg.speaker_dim}) but the batch has no speaker")
     if batch.speaker.shape[-1] != cfg.speaker_dim:
         raise ValueError(f"speaker vectors have Ds={batch.speaker.shape[-1]}, the model expects {cfg.speaker_dim}")
     missing = ~batch.speaker_mask.any(-1)
