@@ -8,6 +8,7 @@ Verbs per DESIGN.md §8.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -68,9 +69,15 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_codec_train(args: argparse.Namespace) -> int:
-    from speechlm.config import load
+    from speechlm.config import load, read_yaml
     from speechlm.tokenizers.train import CodecTrainConfig, train_codec
 
+    if "teacher" in read_yaml(args.config):  # the semantic teacher's own recipe (tokenizers/teacher_train.py)
+        from speechlm.tokenizers.teacher_train import TeacherTrainConfig, train_teacher
+
+        result = train_teacher(load(TeacherTrainConfig, args.config, args.overrides))
+        print(f"teacher: {result.out} ({result.seconds / 60:.1f} min)")
+        return 0
     ckpt = train_codec(load(CodecTrainConfig, args.config, args.overrides), resume=args.resume)
     print(f"checkpoint: {ckpt}")
     return 0
@@ -86,6 +93,7 @@ def _cmd_codec_eval(args: argparse.Namespace) -> int:
     judges = Judges() if args.no_judges else Judges.default(Path(args.data))
     audio_dir = Path(args.audio_dir) if args.audio_dir else None
     report = evaluate_codec(tok, Path(args.data), args.split, judges, args.max_items, audio_dir)
+    report["command"] = shlex.join(["speechlm", *sys.argv[1:]])
     print(format_summary(report["summary"]))
     if args.json:
         write_report(report, Path(args.json))
@@ -112,6 +120,14 @@ def _cmd_codec_decode(args: argparse.Namespace) -> int:
     for codes in map(Path, args.codes):
         out = Path(args.out_dir) / f"{codes.stem}.wav"
         print(f"{codes} -> {out} ({decode_file(tok, codes, out):.2f} s)")
+    return 0
+
+
+def _cmd_codec_ship(args: argparse.Namespace) -> int:
+    from speechlm.tokenizers.checkpoint import ship_checkpoint
+
+    out = ship_checkpoint(Path(args.ckpt), Path(args.out), Path(args.eval) if args.eval else None)
+    print(f"shipped {args.ckpt} -> {out}")
     return 0
 
 
@@ -148,6 +164,12 @@ def _add_codec(sub: argparse._SubParsersAction) -> None:
     p.add_argument("codes", nargs="+")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=_cmd_codec_decode)
+
+    p = verbs.add_parser("ship", help="copy a trained checkpoint (fp16) with a model card to a folder")
+    p.add_argument("ckpt", help="RUN/checkpoint written by `codec train`")
+    p.add_argument("--out", required=True, help="e.g. checkpoints/codec/coupled_rvq")
+    p.add_argument("--eval", default=None, help="`codec eval --json` report to put on the model card")
+    p.set_defaults(func=_cmd_codec_ship)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

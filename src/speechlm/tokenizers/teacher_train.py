@@ -38,7 +38,7 @@ class TeacherTrainConfig:
 
     data: str  # corpus folder (speechlm data synth); trains on its train-split TTS utterances
     out: str  # checkpoint folder
-    model: TeacherConfig = field(default_factory=TeacherConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # the YAML key that selects this recipe
     iterations: int = 2  # k-means -> masked prediction rounds (HuBERT: 2 for Base)
     steps: int = 1000  # optimiser steps per iteration
     batch_size: int = 8
@@ -58,8 +58,8 @@ class TeacherTrainConfig:
             raise ValueError(
                 f"iterations={self.iterations}, steps={self.steps}, batch_size={self.batch_size} must be >= 1"
             )
-        if self.crop_seconds * self.model.frame_rate < 2 * self.model.mask_length:
-            raise ValueError(f"crop_seconds={self.crop_seconds} is too short for masks of {self.model.mask_length} frames")
+        if self.crop_seconds * self.teacher.frame_rate < 2 * self.teacher.mask_length:
+            raise ValueError(f"crop_seconds={self.crop_seconds} is too short for masks of {self.teacher.mask_length} frames")
 
 
 @dataclass(frozen=True)
@@ -137,16 +137,16 @@ def train_teacher(cfg: TeacherTrainConfig) -> TeacherTrainResult:
     seed_everything(cfg.seed)
     set_threads(cfg.threads or None)
     device = make_runtime(cfg.device).device
-    hop = cfg.model.hop_length
-    wavs = [w for w in load_split_audio(cfg.data, "train", cfg.model.sample_rate) if len(w) >= hop]
-    teacher = SemanticTeacher(cfg.model).to(device)
+    hop = cfg.teacher.hop_length
+    wavs = [w for w in load_split_audio(cfg.data, "train", cfg.teacher.sample_rate) if len(w) >= hop]
+    teacher = SemanticTeacher(cfg.teacher).to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    crop_frames = int(cfg.crop_seconds * cfg.model.frame_rate)
+    crop_frames = int(cfg.crop_seconds * cfg.teacher.frame_rate)
     history: list[dict[str, float]] = []
     for it in range(cfg.iterations):
         source = "mfcc" if it == 0 else "features"
         frames = per_utterance_frames(teacher, wavs, source, device)
-        codebook = fit_codebook(frames, cfg.model.n_clusters, cfg.kmeans_frames, cfg.kmeans_iters, cfg.seed + it)
+        codebook = fit_codebook(frames, cfg.teacher.n_clusters, cfg.kmeans_frames, cfg.kmeans_iters, cfg.seed + it)
         labels = [codebook(f) for f in frames]
         with torch.no_grad():  # new targets, new label embeddings e_c
             teacher.label_embeddings.normal_(generator=torch.Generator().manual_seed(cfg.seed + it))
@@ -168,7 +168,7 @@ def train_teacher(cfg: TeacherTrainConfig) -> TeacherTrainResult:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}")
     # The served units: k-means over the final model's feature layer (HuBERT's discrete units).
     frames = per_utterance_frames(teacher, wavs, "features", device)
-    unit_book = fit_codebook(frames, cfg.model.n_clusters, cfg.kmeans_frames, cfg.kmeans_iters, cfg.seed + 99)
+    unit_book = fit_codebook(frames, cfg.teacher.n_clusters, cfg.kmeans_frames, cfg.kmeans_iters, cfg.seed + 99)
     teacher.unit_codebook.load_state_dict(unit_book.state_dict())
     out = save_teacher(teacher.cpu().eval(), cfg.out)
     (out / "history.json").write_text(json.dumps(history, indent=1))
