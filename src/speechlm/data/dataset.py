@@ -28,7 +28,6 @@ from speechlm.data.tasks import (
     SPEECH_TASKS,
     FormattedExample,
     SpeakerPiece,
-    SpeechPiece,
     TaskConfig,
     TaskFormatter,
     TextPiece,
@@ -97,55 +96,59 @@ class SequenceEncoder:
     def encode(
         self, example: FormattedExample, codes: UttCodes | None, speaker: torch.Tensor | None
     ) -> EncodedExample:
-        G, speech_pad = self.layout.group_size, self.layout.vocab.pad_id
-        text_ids: list[int] = []
-        speech_rows: list[torch.Tensor] = []
-        text_labels: list[int] = []
-        speech_labels: list[torch.Tensor] = []
-        is_speech: list[bool] = []
-        spk: list[bool] = []
-        pad_row = torch.full((G,), speech_pad, dtype=torch.long)
-        ignore_row = torch.full((G,), IGNORE, dtype=torch.long)
-
-        def add_text(ids: Sequence[int], loss: bool, speaker_slot: bool = False) -> None:
-            text_ids.extend(ids)
-            text_labels.extend(ids if loss else [IGNORE] * len(ids))
-            speech_rows.extend([pad_row] * len(ids))
-            speech_labels.extend([ignore_row] * len(ids))
-            is_speech.extend([False] * len(ids))
-            spk.extend([speaker_slot] * len(ids))
-
+        spans: list[EncodedExample] = []
         for piece in example.pieces:
             if isinstance(piece, TextPiece):
-                add_text(self.text.encode(piece.text), piece.loss)
+                spans.append(self._text_span(self.text.encode(piece.text), piece.loss))
             elif isinstance(piece, SpeakerPiece):
                 if speaker is None:
                     raise ValueError(f"example {example.id!r} has a speaker placeholder but no speaker vector")
-                add_text([self.speaker_id], loss=False, speaker_slot=True)
+                spans.append(self._text_span([self.speaker_id], loss=False, speaker_slot=True))
             else:
-                assert isinstance(piece, SpeechPiece)
                 if codes is None:
                     raise ValueError(f"example {example.id!r} has a speech slot but no cached codes")
-                groups = self._groups(codes)  # [J, G]
-                n = groups.shape[0]
-                speech_rows.extend(groups)
-                trained = groups.masked_fill(groups == speech_pad, IGNORE)  # PAD after END carries no loss
-                speech_labels.extend(trained if piece.loss else [ignore_row] * n)
-                text_ids.extend([self.text.pad_id] * n)
-                text_labels.extend([IGNORE] * n)
-                is_speech.extend([True] * n)
-                spk.extend([False] * n)
+                spans.append(self._speech_span(self._groups(codes), piece.loss))
         last_loss = bool(example.pieces) and getattr(example.pieces[-1], "loss", False)
-        add_text([self.text.eos_id], loss=last_loss)  # the response ends with EOS, as in the reference code
+        spans.append(self._text_span([self.text.eos_id], last_loss))  # the response ends with EOS (reference code)
         return EncodedExample(
             id=example.id,
-            input_ids=torch.tensor(text_ids, dtype=torch.long),
-            speech_ids=torch.stack(speech_rows),
-            is_speech=torch.tensor(is_speech, dtype=torch.bool),
-            text_labels=torch.tensor(text_labels, dtype=torch.long),
-            speech_labels=torch.stack(list(speech_labels)),
-            speaker_mask=torch.tensor(spk, dtype=torch.bool),
+            input_ids=torch.cat([sp.input_ids for sp in spans]),
+            speech_ids=torch.cat([sp.speech_ids for sp in spans]),
+            is_speech=torch.cat([sp.is_speech for sp in spans]),
+            text_labels=torch.cat([sp.text_labels for sp in spans]),
+            speech_labels=torch.cat([sp.speech_labels for sp in spans]),
+            speaker_mask=torch.cat([sp.speaker_mask for sp in spans]),
             speaker=speaker,
+        )
+
+    def _text_span(self, ids: Sequence[int], loss: bool, speaker_slot: bool = False) -> EncodedExample:
+        """``n`` text positions: speech PAD in every slot, no speech loss."""
+        n, G = len(ids), self.layout.group_size
+        t = torch.tensor(ids, dtype=torch.long)
+        return EncodedExample(
+            id="",
+            input_ids=t,
+            speech_ids=torch.full((n, G), self.layout.vocab.pad_id, dtype=torch.long),
+            is_speech=torch.zeros(n, dtype=torch.bool),
+            text_labels=t if loss else torch.full((n,), IGNORE, dtype=torch.long),
+            speech_labels=torch.full((n, G), IGNORE, dtype=torch.long),
+            speaker_mask=torch.full((n,), speaker_slot, dtype=torch.bool),
+            speaker=None,
+        )
+
+    def _speech_span(self, groups: torch.Tensor, loss: bool) -> EncodedExample:
+        """``J`` speech positions from ``groups [J, G]``: text pad as input id, no text loss."""
+        n = groups.shape[0]
+        trained = groups.masked_fill(groups == self.layout.vocab.pad_id, IGNORE)  # PAD after END: no loss
+        return EncodedExample(
+            id="",
+            input_ids=torch.full((n,), self.text.pad_id, dtype=torch.long),
+            speech_ids=groups,
+            is_speech=torch.ones(n, dtype=torch.bool),
+            text_labels=torch.full((n,), IGNORE, dtype=torch.long),
+            speech_labels=trained if loss else torch.full_like(groups, IGNORE),
+            speaker_mask=torch.zeros(n, dtype=torch.bool),
+            speaker=None,
         )
 
     def _groups(self, codes: UttCodes) -> torch.Tensor:
