@@ -155,6 +155,8 @@ def test_non_finite_loss_stops_with_step_and_ids(tiny_corpus, tmp_path, cache_di
         ({"train": {"stage": "sft"}}, cfglib.ConfigError, r"set train.init_from"),
         ({"data": {"task": {"tasks": ["role_qa"]}}}, cfglib.ConfigError, r"role_qa is the stage-2 task"),
         ({"data": {"task": {"speaker_aware": True}}}, cfglib.ConfigError, r"model.speaker_dim is 0"),
+        ({"data": {"task": {"speaker_aware": True, "tasks": ["tts", "text"]}}, "model": {"speaker_dim": 4}},
+         cfglib.ConfigError, r"'text' \(no speech, no speaker slot\)"),
     ],
 )
 def test_bad_configs_fail_at_load(tiny_corpus, tmp_path, sections, error, match):

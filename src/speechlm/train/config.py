@@ -134,6 +134,9 @@ def check_consistency(cfg: TrainConfig) -> None:
         raise ValueError("data.task.speaker_aware is true but model.speaker_dim is 0; set it to the tokenizer's speaker width")
     if not cfg.data.task.speaker_aware and cfg.model.speaker_dim > 0:
         raise ValueError(f"model.speaker_dim={cfg.model.speaker_dim} but data.task.speaker_aware is false")
+    if cfg.data.task.speaker_aware and "text" in cfg.data.task.tasks:
+        # SLM.forward requires a placeholder in every row of a speaker-aware batch; text-only QA has none.
+        raise ValueError("data.task.tasks has 'text' (no speech, no speaker slot) in a speaker-aware run; drop one")
     if cfg.train.stage == "sft" and cfg.train.init_from is None:
         raise ValueError("train.stage 'sft' starts from a stage-1 model (study §3.2): set train.init_from")
     if cfg.train.stage == "pretrain" and "role_qa" in cfg.data.task.tasks:
