@@ -85,6 +85,9 @@ class CropSampler:
         if not rows:
             raise ValueError(f"corpus {data.corpus} has no '{split}' utterances to train on")
         self.paths = [corpus.audio_path(r) for r in rows]
+        # Speaker labels for designs with speaker supervision (decoupled): index in the sorted speaker names.
+        table = {name: i for i, name in enumerate(sorted(corpus.speakers))}
+        self.speakers = [table[r.speaker] for r in rows]
         self.crop = int(round(data.crop_seconds * sample_rate))
         if self.crop < 1:
             raise ValueError(f"data.crop_seconds={data.crop_seconds} is shorter than one sample")
@@ -98,13 +101,21 @@ class CropSampler:
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """-> ``wav [size, crop]`` zero-padded, ``lengths [size]``."""
+        wav, lengths, _ = self.labelled_batch(size)
+        return wav, lengths
+
+    def labelled_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> ``wav [size, crop]`` zero-padded, ``lengths [size]``, ``speakers [size]`` (speaker indices)."""
         out = torch.zeros(size, self.crop)
         lengths = torch.zeros(size, dtype=torch.long)
+        speakers = torch.zeros(size, dtype=torch.long)
         for i in range(size):
-            wav = self.read(self.rng.choice(self.paths))
+            item = self.rng.randrange(len(self.paths))
+            wav = self.read(self.paths[item])
             out[i, : len(wav)] = torch.from_numpy(wav)
             lengths[i] = len(wav)
-        return out, lengths
+            speakers[i] = self.speakers[item]
+        return out, lengths, speakers
 
 
 def lr_at(step: int, progress: float, cfg: OptimConfig) -> float:
@@ -116,10 +127,15 @@ def lr_at(step: int, progress: float, cfg: OptimConfig) -> float:
 
 
 def compute_losses(
-    tok: SpeechTokenizer, spectral: SpectralLoss, wav: torch.Tensor, lengths: torch.Tensor
+    tok: SpeechTokenizer,
+    spectral: SpectralLoss,
+    wav: torch.Tensor,
+    lengths: torch.Tensor,
+    speakers: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """All weighted loss terms plus their sum under ``"loss"``."""
-    out = tok(wav, lengths)
+    """All weighted loss terms plus their sum under ``"loss"``; ``speakers [B]`` reach designs that use them."""
+    labelled = speakers is not None and getattr(tok, "uses_speaker_labels", False)
+    out = tok(wav, lengths, speakers) if labelled else tok(wav, lengths)
     recon = out.wav[:, : wav.shape[1]]
     losses = {**spectral(recon, wav), **out.losses}
     losses["loss"] = sum(losses.values())
@@ -174,6 +190,8 @@ def _setup(cfg: CodecTrainConfig, resume: bool) -> _Run:
         tok, opt_state, step = restore(cfg.out_dir / CHECKPOINT_DIR, device)
     else:
         tok, opt_state, step = build_tokenizer(cfg.tokenizer).to(device).train(), None, 0
+    if hasattr(tok, "prepare_training"):  # designs with a semantic teacher / speaker table (D2's designs)
+        tok.prepare_training(Corpus.open(cfg.data.corpus))
     o = cfg.optim
     opt = torch.optim.AdamW(tok.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
     if opt_state is not None:
@@ -193,8 +211,8 @@ def _train_step(run: _Run, cfg: CodecTrainConfig, lr: float) -> dict[str, torch.
     device = run.val_batch[0].device
     for group in run.opt.param_groups:
         group["lr"] = lr
-    wav, lengths = (t.to(device) for t in run.sampler.batch(cfg.data.batch_size))
-    losses = compute_losses(run.tok, run.spectral, wav, lengths)
+    wav, lengths, speakers = (t.to(device) for t in run.sampler.labelled_batch(cfg.data.batch_size))
+    losses = compute_losses(run.tok, run.spectral, wav, lengths, speakers)
     run.opt.zero_grad(set_to_none=True)
     losses["loss"].backward()
     losses["grad_norm"] = torch.nn.utils.clip_grad_norm_(run.tok.parameters(), cfg.optim.grad_clip)
