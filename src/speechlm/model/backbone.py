@@ -59,6 +59,7 @@ class BackboneConfig:
 class BackboneOutput:
     hidden: Tensor  # [B,S,D] final-layer hidden states (after the final norm)
     past_key_values: Cache | None  # the updated KV cache when use_cache=True
+    hidden_states: tuple[Tensor, ...] | None = None  # L+1 x [B,S,D] (index 0 = inputs) when asked for
 
 
 def _fresh_qwen2(cfg: BackboneConfig, vocab_size: int) -> PreTrainedModel:
@@ -144,6 +145,7 @@ class Backbone(nn.Module):
         position_ids: Tensor | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool = False,
+        output_hidden_states: bool = False,
     ) -> BackboneOutput:
         """Run the decoder stack on ``inputs_embeds`` [B,S,D]; causal, optionally continuing a cache.
 
@@ -156,5 +158,10 @@ class Backbone(nn.Module):
             position_ids=position_ids,
             past_key_values=past_key_values,
             use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
         )
-        return BackboneOutput(hidden=out.last_hidden_state, past_key_values=out.past_key_values if use_cache else None)
+        return BackboneOutput(
+            hidden=out.last_hidden_state,
+            past_key_values=out.past_key_values if use_cache else None,
+            hidden_states=out.hidden_states if output_hidden_states else None,  # alignment analysis (§4.6)
+        )
