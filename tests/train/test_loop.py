@@ -31,7 +31,8 @@ from speechlm.train.loop import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-CODEC = REPO / "configs/codec/tiny_coupled_rvq.yaml"
+CODEC = REPO / "configs/codec/tiny_coupled_rvq.yaml"  # no speaker vector
+DECOUPLED = REPO / "configs/codec/tiny_decoupled.yaml"  # prosody/content/acoustic + 16-d timbre vector
 
 
 def tiny_config(corpus: Path, out: Path, cache: Path, **sections) -> dict:
@@ -122,13 +123,17 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_corpus, tmp_path,
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_stage2_starts_from_stage1_and_checks_its_tokenizer(tiny_corpus, tmp_path, cache_dir):
-    stage1 = _load(tiny_config(tiny_corpus, tmp_path / "s1", cache_dir, train={"max_steps": 2, "save_every": 2}))
-    train(stage1, show_progress=False)
-    sft = {"train": {"stage": "sft", "init_from": str(tmp_path / "s1"), "max_steps": 2}, "data": {"task": {"tasks": ["role_qa"]}}}
-    result = train(_load(tiny_config(tiny_corpus, tmp_path / "s2", cache_dir, **sft)), show_progress=False)
+def test_speaker_aware_stage2_starts_from_stage1_and_checks_its_tokenizer(tiny_corpus, tmp_path, cache_dir):
+    """The study's recipe in miniature: speaker-aware TTS+ASR (decoupled codec's timbre vector), then role-QA."""
+    aware = {"tokenizer": {"config": str(DECOUPLED)}, "model": {"speaker_dim": 16}}
+    stage1 = tiny_config(tiny_corpus, tmp_path / "s1", cache_dir, train={"max_steps": 2, "save_every": 2},
+                         data={"task": {"speaker_aware": True}}, **aware)
+    train(_load(stage1), show_progress=False)
+    sft = {"train": {"stage": "sft", "init_from": str(tmp_path / "s1"), "max_steps": 2},
+           "data": {"task": {"tasks": ["role_qa"], "speaker_aware": True}, "speaker_vector": "speaker_mean"}}
+    result = train(_load(tiny_config(tiny_corpus, tmp_path / "s2", cache_dir, **sft, **aware)), show_progress=False)
     assert result.steps == 2 and result.train_sequences == 16  # one role-QA sequence per training QA row
-    other = tiny_config(tiny_corpus, tmp_path / "s2b", cache_dir, **sft, tokenizer={"seed": 1})
+    other = tiny_config(tiny_corpus, tmp_path / "s2b", cache_dir, **sft, **cfglib.merge(aware, {"tokenizer": {"seed": 1}}))
     with pytest.raises(ValueError, match="not the one stage 1"):
         train(_load(other), show_progress=False)
 
