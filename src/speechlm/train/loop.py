@@ -259,6 +259,9 @@ class WarmupCosine:
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+_STAT_KEYS = ("loss", "text_loss", "speech_loss", "text_acc", "speech_acc")
+
+
 def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -271,45 +274,45 @@ def train_step(
 ) -> dict[str, float]:
     """One optimizer step over ``grad_accum`` micro-batches; returns the step's statistics.
 
-    ``speech_end_id`` separates real speech codes (below it) from END/PAD when counting throughput.
+    Statistics stay on the device until one all-reduce at the end, so a step costs one host sync
+    (plus the finite check). ``speech_end_id`` separates real speech codes (below it) from END/PAD.
     """
     model.train()
-    sums = {"loss": 0.0, "text_loss": 0.0, "speech_loss": 0.0, "text_acc": 0.0, "speech_acc": 0.0}
-    positions = codes = 0
+    n = len(micro_batches)
+    stats = torch.zeros(len(_STAT_KEYS) + 2, dtype=torch.float64, device=accelerator.device)
+    losses = []
     for i, batch in enumerate(micro_batches):
         batch = batch.to(accelerator.device)
-        last = i == len(micro_batches) - 1
         # Gradients are all-reduced once per step, on the last micro-batch.
-        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+        with contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(model):
             out = model(batch, return_logits=False)
-            check_finite(out.loss, step, batch.ids, accelerator)
-            accelerator.backward(out.loss / len(micro_batches))
-        for key, value in (("loss", out.loss), ("text_loss", out.losses["text"]), ("speech_loss", out.losses["speech"]),
-                           ("text_acc", out.metrics["text_acc"]), ("speech_acc", out.metrics["speech_acc"])):
-            sums[key] += float(value.detach()) / len(micro_batches)
-        positions += int(batch.attention_mask.sum())
-        codes += int((batch.is_speech[..., None] & (batch.speech_ids < speech_end_id)).sum())
+            accelerator.backward(out.loss / n)
+        values = [out.loss, out.losses["text"], out.losses["speech"], out.metrics["text_acc"], out.metrics["speech_acc"]]
+        stats[: len(_STAT_KEYS)] += torch.stack([v.detach().double() for v in values]) / n
+        stats[-2] += batch.attention_mask.sum()
+        stats[-1] += (batch.is_speech[..., None] & (batch.speech_ids < speech_end_id)).sum()
+        losses.append((out.loss.detach(), batch.ids))
+    check_finite(losses, step, accelerator)  # before the update: a NaN never reaches the weights
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    # One all-reduce: losses/accuracies averaged over ranks, token counts summed.
-    local = torch.tensor([*sums.values(), positions, codes], dtype=torch.float64, device=accelerator.device)
-    total = accelerator.reduce(local, "sum").tolist()
-    n = accelerator.num_processes
-    stats = {key: total[i] / n for i, key in enumerate(sums)}
-    return {**stats, "grad_norm": float(grad_norm), "positions": total[-2], "speech_codes": total[-1]}
+    total = accelerator.reduce(stats, "sum").tolist()  # losses averaged over ranks below, counts summed
+    out_stats = {key: total[k] / accelerator.num_processes for k, key in enumerate(_STAT_KEYS)}
+    return {**out_stats, "grad_norm": float(grad_norm), "positions": total[-2], "speech_codes": total[-1]}
 
 
-def check_finite(loss: torch.Tensor, step: int, ids: list[str], accelerator: Accelerator) -> None:
-    """Stop every rank when any rank's loss is NaN/inf, naming the step and this rank's batch ids."""
-    bad = torch.tensor([0.0 if bool(torch.isfinite(loss)) else 1.0], device=loss.device)
+def check_finite(losses: list[tuple[torch.Tensor, list[str]]], step: int, accelerator: Accelerator) -> None:
+    """Stop every rank when any rank's loss is NaN/inf, naming the step and the offending batch's ids."""
+    finite = torch.stack([torch.isfinite(loss) for loss, _ in losses])
+    bad = (~finite).any().float().reshape(1)
     if accelerator.num_processes > 1:
         bad = accelerator.reduce(bad, "sum")
     if bool(bad.item()):
-        raise NonFiniteLossError(
-            f"non-finite loss ({float(loss.detach())}) at step {step}; batch ids on rank {accelerator.process_index}: {ids}"
-        )
+        local = [(float(loss), ids) for loss, ids in losses if not bool(torch.isfinite(loss))]
+        where = f"batch ids on rank {accelerator.process_index}: {local[0][1]}" if local else "on another rank"
+        value = f" ({local[0][0]})" if local else ""
+        raise NonFiniteLossError(f"non-finite loss{value} at step {step}; {where}")
 
 
 @torch.no_grad()
