@@ -131,6 +131,26 @@ def _cmd_codec_ship(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_codec_probe(args: argparse.Namespace) -> int:
+    from speechlm.data.manifest import Corpus
+    from speechlm.runtime import set_threads
+    from speechlm.tokenizers.probes import ProbeConfig, run_probes
+    from speechlm.tokenizers.registry import load_tokenizer
+
+    set_threads(args.threads)
+    judge = None
+    if not args.no_vc:
+        from speechlm.eval.judges import SpeakerJudge
+
+        judge = SpeakerJudge.default()
+    cfg = ProbeConfig(vc_pairs=args.pairs, seed=args.seed)
+    report = run_probes(load_tokenizer(args.ckpt), Corpus.open(args.data), cfg, judge)
+    print(report.format())
+    if args.json:
+        report.write_json(Path(args.json))
+    return 0
+
+
 def _add_codec(sub: argparse._SubParsersAction) -> None:
     codec = sub.add_parser("codec", help="train, evaluate and run in-house speech tokenizers")
     verbs = codec.add_subparsers(dest="codec_verb", required=True)
@@ -151,6 +171,16 @@ def _add_codec(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-dir", default=None, help="also write the resynthesised wavs here")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.set_defaults(func=_cmd_codec_eval)
+
+    p = verbs.add_parser("probe", help="decoupling probes: speaker identity per code stream + voice conversion")
+    p.add_argument("ckpt", help="a tokenizer folder (model.safetensors + config.yaml)")
+    p.add_argument("--data", required=True, help="corpus folder (train split fits the probes, test split scores)")
+    p.add_argument("--json", default=None, help="write the report as JSON")
+    p.add_argument("--pairs", type=int, default=40, help="voice-conversion pairs (decoupled designs)")
+    p.add_argument("--no-vc", action="store_true", help="skip the voice-conversion test (no speaker judge)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.set_defaults(func=_cmd_codec_probe)
 
     p = verbs.add_parser("encode", help="audio files -> code files")
     p.add_argument("ckpt")
@@ -305,6 +335,67 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_bench_decode)
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from speechlm.eval.evaluate import Judges, evaluate_model, format_table, write_report
+
+    synth = _synthesizer(args)
+    judges = Judges() if args.no_judges else Judges.default(Path(args.data))
+    out = Path(args.json)
+    audio_dir = Path(args.audio_dir) if args.audio_dir else out.with_name(out.stem + "_audio")
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    report = evaluate_model(synth, Path(args.data), audio_dir, judges, split=args.split, kinds=kinds, limit=args.limit)
+    report["command"] = shlex.join(["speechlm", *sys.argv[1:]])
+    write_report(report, out)
+    print(format_table(report["summary"]))
+    print(f"report: {out} (+ {out.with_suffix('.md')}); audio: {audio_dir}")
+    return 0
+
+
+def _cmd_align(args: argparse.Namespace) -> int:
+    import json
+
+    from speechlm.eval.model_alignment import align_checkpoint, format_alignment
+    from speechlm.runtime import set_threads
+
+    set_threads(args.threads)
+    layers = [int(x) for x in args.layers.split(",") if x] if args.layers else None
+    report = align_checkpoint(args.ckpt, args.data, split=args.split, layers=layers, limit=args.limit, plot=args.plot, device=args.device)
+    report["command"] = shlex.join(["speechlm", *sys.argv[1:]])
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=1))
+    print(format_alignment(report))
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="generate on a corpus split with a trained SLM and judge it: SR, WER, SIM, MOS, RTF, EM/F1")
+    p.add_argument("model", metavar="CKPT", help="checkpoint (or run) folder written by `speechlm train`")
+    p.add_argument("--data", required=True, help="corpus folder")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--json", required=True, help="report JSON (a markdown table is written beside it as .md)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N rows of each kind (0 = all)")
+    p.add_argument("--kinds", default="tts,qa", help="comma-separated: tts (Table 1/2), qa (Table 3)")
+    p.add_argument("--audio-dir", default=None, help="where the generated wavs go (default: beside the JSON)")
+    p.add_argument("--no-judges", action="store_true", help="success rate, RTF and EM/F1 only (no ASR/speaker/MOS)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=8, help="utterances decoded together")
+    p.add_argument("--gen", action="append", default=[], metavar="KEY=VALUE", help="GenerationConfig override (repeatable)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("align", help="cross-modal alignment of text/speech hidden states (study Table 4, Figure 5)")
+    p.add_argument("ckpt", help="checkpoint (or run) folder written by `speechlm train`")
+    p.add_argument("--data", required=True, help="corpus folder (TTS rows are run teacher-forced)")
+    p.add_argument("--json", required=True, help="write the metrics per layer as JSON")
+    p.add_argument("--plot", default=None, help="also write UMAP panels (PNG) of the chosen layers")
+    p.add_argument("--layers", default=None, help="comma-separated layer indices (0 = embeddings, -1 = last); default: 0, middle, last")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--limit", type=int, default=64, help="use the first N TTS rows (0 = all)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_cmd_align)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speechlm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -313,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_inference(sub)
     _add_bench(sub)
+    _add_eval(sub)
 
     p = sub.add_parser("demo", help="the main job on the built-in defaults")
     p.add_argument("--out", default="demo", help="output folder (default: ./demo)")

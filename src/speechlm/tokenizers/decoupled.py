@@ -322,6 +322,7 @@ class DecoupledCodec(SpeechTokenizer):
 
     @torch.no_grad()
     def decode(self, codes: Tensor, lengths: Tensor, speaker: Tensor | None = None) -> DecodedAudio:
+        self.check_codes(codes, lengths)
         return self.decode_streams(codes, tuple(range(self.num_streams)), lengths, speaker)
 
     @torch.no_grad()
