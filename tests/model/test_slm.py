@@ -179,3 +179,14 @@ def test_text_only_batch_keeps_speech_parameters_in_the_graph(batch):
     for name, param in model.named_parameters():
         assert param.grad is not None, name
     assert model.speech_head.weight.grad.abs().sum() == 0
+
+
+def test_bf16_autocast_training_step_is_finite(batch):
+    """The recipes' mixed precision (runtime.autocast): -inf slot masking must not turn into NaN."""
+    model = make_model(head="mlp").train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert torch.isinf(out.speech_logits).any()  # masked slots survive the low-precision matmuls
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
