@@ -93,7 +93,7 @@ def mfcc_from_logmel(logmel: Tensor, n_mfcc: int, delta_width: int = 2) -> Tenso
         pad = F.pad(x, (delta_width, delta_width), mode="replicate")
         w = torch.arange(-delta_width, delta_width + 1, dtype=x.dtype, device=x.device)
         w = w / (2 * sum(i * i for i in range(1, delta_width + 1)))
-        return F.conv1d(pad, w.flip(0).expand(x.shape[1], 1, -1), groups=x.shape[1])  # Σ_i i·x[t+i]
+        return F.conv1d(pad, w.expand(x.shape[1], 1, -1), groups=x.shape[1])  # cross-correlation: Σ_i i·x[t+i]
 
     d1 = deltas(mfcc)
     return torch.cat([mfcc, d1, deltas(d1)], dim=1).transpose(1, 2)
