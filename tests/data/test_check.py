@@ -64,6 +64,8 @@ def corrupt(root: Path) -> set[tuple[str, str]]:
     i = pick(lambda r: r["domain"] == "out" and r["role"] in seen_roles); qa[i]["split"] = "train"
     at(i, "domain_in_train", "qa.jsonl")
     i = pick(); qa[i]["role"] = "Nobody"; at(i, "unknown_role", "qa.jsonl")
+    test = pick(lambda r: r["split"] == "test" and r["domain"] == "in" and r["role"] in seen_roles)
+    qa[pick(lambda r: r["split"] == "train")]["question"] = qa[test]["question"]; at(test, "test_in_train", "qa.jsonl")
     i = pick(lambda r: r["role"] in seen_roles)
     qa[i]["speaker"] = next(s["name"] for s in info["speakers"] if s["seen"] and s["name"] != qa[i]["speaker"])
     at(i, "role_mismatch", "qa.jsonl")

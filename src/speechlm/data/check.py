@@ -12,7 +12,7 @@ line and id. Problem kinds (``Issue.kind``):
 - audio: ``missing_audio``, ``corrupt_audio``, ``bad_format`` (not mono 16-bit at the corpus rate),
   ``duration_range``, ``duration_mismatch`` (manifest vs file);
 - splits: ``unseen_in_train`` (unseen speaker or role outside test, study §4.3), ``test_in_train``
-  (a test sentence also in train), ``domain_in_train`` (out-of-domain QA outside test);
+  (a test sentence or QA question also in train), ``domain_in_train`` (out-of-domain QA outside test);
 - folder: ``bad_metadata`` (corpus.json missing or malformed), ``missing_manifest``.
 """
 
@@ -197,11 +197,17 @@ def _check_manifest(ctx: _Context, name: str) -> tuple[int, list[tuple[str, Utte
 
 
 def _check_leaks(ctx: _Context, rows: list[tuple[str, Utterance]]) -> None:
-    """TTS test sentences must not occur in train (issue 7: evaluate on unseen sentences)."""
-    train = {u.text.strip().lower() for _, u in rows if u.split == "train" and not u.is_qa}
+    """Test sentences (TTS) and test questions (QA) must not occur in train (issue 7: evaluate
+    on sentences not in training data; study §4.3: held-out questions)."""
+
+    def key(u: Utterance) -> str:
+        return (u.question if u.is_qa else u.text).strip().lower()
+
+    train = {(u.is_qa, key(u)) for _, u in rows if u.split == "train"}
     for where, u in rows:
-        if u.split == "test" and not u.is_qa and u.text.strip().lower() in train:
-            ctx.add("test_in_train", where, u.id, f"test sentence also in train: {u.text!r}")
+        if u.split == "test" and (u.is_qa, key(u)) in train:
+            what = "question" if u.is_qa else "sentence"
+            ctx.add("test_in_train", where, u.id, f"test {what} also in train: {key(u)!r}")
 
 
 def check_corpus(root: Path) -> CheckReport:

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from speechlm.audio import load_audio, peak_normalize, save_audio
+from speechlm.audio import load_audio, peak_normalize, resample, save_audio
 from speechlm.config import from_dict
 
 SAMPLE_RATE = 16_000  # Hz; the corpus rate (study App. G.1: "all speeches are resampled to 16 kHz")
@@ -43,6 +43,7 @@ class VoiceSpec:
     seen: bool = True  # False: test split only (study §4.3 unseen speakers)
     f0_mean: float | None = None  # flite int_f0_target_mean, Hz
     stretch: float | None = None  # flite duration_stretch (>1 = slower)
+    warp: float | None = None  # flite: scale every frequency (pitch *and* formants) by this, tempo kept
     pitch: int | None = None  # espeak -p, 0..99
     speed: int | None = None  # espeak -s, words per minute
 
@@ -50,8 +51,10 @@ class VoiceSpec:
         if self.engine == "flite" and self.voice not in FLITE_VOICES:
             # flite silently falls back to its default voice for an unknown name.
             raise ValueError(f"speaker {self.name!r}: flite voice {self.voice!r} is not one of {FLITE_VOICES}")
-        if self.engine != "flite" and (self.f0_mean is not None or self.stretch is not None):
-            raise ValueError(f"speaker {self.name!r}: f0_mean/stretch are flite settings, not {self.engine}")
+        if self.engine != "flite" and any(v is not None for v in (self.f0_mean, self.stretch, self.warp)):
+            raise ValueError(f"speaker {self.name!r}: f0_mean/stretch/warp are flite settings, not {self.engine}")
+        if self.warp is not None and not 0.7 <= self.warp <= 1.4:
+            raise ValueError(f"speaker {self.name!r}: warp {self.warp} is outside [0.7, 1.4]")
         if self.engine != "espeak" and (self.pitch is not None or self.speed is not None):
             raise ValueError(f"speaker {self.name!r}: pitch/speed are espeak settings, not {self.engine}")
         if self.pitch is not None and not 0 <= self.pitch <= 99:
@@ -60,8 +63,8 @@ class VoiceSpec:
     @property
     def voice_id(self) -> str:
         """The engine voice plus its settings, as recorded in corpus.json."""
-        extra = [f"{k}={v}" for k, v in (("f0", self.f0_mean), ("stretch", self.stretch),
-                                         ("p", self.pitch), ("s", self.speed)) if v is not None]
+        settings = (("f0", self.f0_mean), ("stretch", self.stretch), ("warp", self.warp), ("p", self.pitch), ("s", self.speed))
+        extra = [f"{k}={v}" for k, v in settings if v is not None]
         return " ".join([self.voice, *extra])
 
 
@@ -130,8 +133,10 @@ def _flite(voice: VoiceSpec, text: str, out: Path) -> None:
     cmd = ["flite", "-voice", voice.voice]
     if voice.f0_mean is not None:
         cmd += ["--setf", f"int_f0_target_mean={voice.f0_mean}"]
-    if voice.stretch is not None:
-        cmd += ["--setf", f"duration_stretch={voice.stretch}"]
+    if voice.stretch is not None or voice.warp is not None:
+        # A warp shortens the audio by 1/warp (see warp_formants); speaking warp x slower keeps the tempo.
+        stretch = (voice.stretch or 1.0) * (voice.warp or 1.0)
+        cmd += ["--setf", f"duration_stretch={stretch:g}"]
     _run([*cmd, "-t", text, "-o", str(out)])
 
 
@@ -164,6 +169,13 @@ def trim_silence(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     return wav[max(0, loud[0] - keep) : loud[-1] + 1 + keep]
 
 
+def warp_formants(wav: np.ndarray, sample_rate: int, warp: float) -> np.ndarray:
+    """Play ``wav`` ``warp`` x faster: pitch and formants scale by ``warp`` (a shorter or longer vocal
+    tract), which a speaker encoder hears as another speaker, unlike an f0 shift alone
+    (resemblyzer cosine to the source voice: f0 shift 0.99, warp 0.85 + f0 shift 0.79)."""
+    return resample(wav, int(round(sample_rate * warp)), sample_rate)
+
+
 def synthesize(voice: VoiceSpec, items: list[tuple[str, str]]) -> list[int]:
     """Speak each ``(text, wav_path)`` in ``voice``; write 16 kHz PCM16; return sample counts.
 
@@ -182,6 +194,8 @@ def synthesize(voice: VoiceSpec, items: list[tuple[str, str]]) -> list[int]:
         lengths = []
         for raw, (_, dst) in zip(raws, items):
             wav = load_audio(raw, sample_rate=SAMPLE_RATE).wav
+            if voice.warp is not None:
+                wav = warp_formants(wav, SAMPLE_RATE, voice.warp)
             wav = peak_normalize(trim_silence(wav, SAMPLE_RATE), PEAK)
             save_audio(dst, wav, SAMPLE_RATE)
             lengths.append(len(wav))
