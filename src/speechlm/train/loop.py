@@ -321,8 +321,10 @@ def evaluate(model: torch.nn.Module, setup: TrainingSetup, cfg: TrainConfig, acc
     examples = setup.val_examples
     if len(examples) < accelerator.num_processes:
         return None
+    # Small enough batches that every rank gets at least one.
+    batch_size = max(1, min(cfg.data.batch_size, len(examples) // accelerator.num_processes))
     plan = BucketBatchSampler(
-        [e.length for e in examples], cfg.data.batch_size, max_tokens=cfg.data.max_tokens, shuffle=False,
+        [e.length for e in examples], batch_size, max_tokens=cfg.data.max_tokens, shuffle=False,
         num_replicas=accelerator.num_processes, rank=accelerator.process_index,
     ).plan(0)[: cfg.train.eval_batches]
     model.eval()
