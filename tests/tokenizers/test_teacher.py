@@ -20,6 +20,15 @@ from speechlm.tokenizers.teacher import (
     teacher_targets,
 )
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """On a shared 2-core machine one intra-op thread is several times faster than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "codec"
 TINY = TeacherConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, feature_layer=1, n_clusters=8)
 
