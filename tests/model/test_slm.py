@@ -163,10 +163,11 @@ def test_end_and_pad_are_targets_of_every_slot(model, batch):
     assert torch.isfinite(model(batch).speech_logits[..., [END, PAD]]).all()
 
 
-def test_text_only_batch_keeps_speech_parameters_in_the_graph(batch):
+@pytest.mark.parametrize("head", ["linear", "mlp", "transformer"])
+def test_text_only_batch_keeps_speech_parameters_in_the_graph(batch, head):
     """No speech anywhere: speech loss is an exact 0 (not NaN) and speech parameters still get
     (zero) gradients, so DDP finds every parameter used on every rank."""
-    model = make_model()
+    model = make_model(head=head)
     text_only = dataclasses.replace(
         batch,
         is_speech=torch.zeros_like(batch.is_speech),

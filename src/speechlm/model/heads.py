@@ -22,6 +22,7 @@ head returns ``[..., G, Vs]`` logits over the global vocabulary, with ``-inf`` o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Protocol, Sequence
 
@@ -148,10 +149,9 @@ class SpeechHead(nn.Module):
         if self.trunk_mlp is not None:
             return torch.nn.functional.silu(self.trunk_mlp(hidden)).unflatten(-1, (self.group_size, -1))
         if self.mixer is not None:
-            lead = hidden.shape[:-1]
             queries = hidden.unsqueeze(-2) + self.slot_queries  # [...,G,D]
-            mixed = self.mixer(queries.reshape(-1, self.group_size, hidden.shape[-1]))
-            return mixed.reshape(*lead, self.group_size, -1)
+            rows = math.prod(queries.shape[:-2])  # explicit, not -1: zero rows must reshape too
+            return self.mixer(queries.reshape(rows, *queries.shape[-2:])).reshape(queries.shape)
         return hidden.unsqueeze(-2).expand(*hidden.shape[:-1], self.group_size, hidden.shape[-1])
 
     def slot_logits(self, hidden: Tensor) -> Tensor:
