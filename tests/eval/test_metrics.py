@@ -129,6 +129,17 @@ def test_success_rule():
         "per reference word": check_success(speech, SR, text=" ".join(["word"] * 40)),
     }
     for reason, result in cases.items():
-        assert not result.ok and reason in result.reason
+        assert not result.ok and reason in result.reason and result.code is not None
     with pytest.raises(ValueError, match="inconsistent"):
         SuccessCriteria(min_seconds_per_word=3.0)
+
+
+def test_equal_error_rate():
+    from speechlm.eval.metrics import equal_error_rate
+
+    assert equal_error_rate([0.9, 0.8, 0.2, 0.1], [True, True, False, False]) == 0.0
+    assert equal_error_rate([0.1, 0.2, 0.8, 0.9], [True, True, False, False]) == 1.0
+    # One impostor above one target out of two each: FAR = FRR = 0.5 at the crossing.
+    assert equal_error_rate([0.9, 0.5, 0.7, 0.1], [True, True, False, False]) == 0.5
+    with pytest.raises(ValueError, match="both"):
+        equal_error_rate([0.1, 0.2], [True, True])

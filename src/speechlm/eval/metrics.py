@@ -20,6 +20,7 @@ import string
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import jiwer
 import numpy as np
@@ -158,6 +159,25 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (na * nb))
 
 
+def equal_error_rate(scores: Sequence[float], same: Sequence[bool]) -> float:
+    """Speaker-verification EER: the error rate where false accepts equal false rejects.
+
+    ``scores`` are trial similarities, ``same`` whether each trial pairs one speaker. Every
+    observed score is tried as the accept threshold (accept when score >= threshold); the EER is
+    the mean of FAR and FRR at the threshold where they are closest.
+    """
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool)
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"scores and labels must be 1-D of one length, got {s.shape} and {y.shape}")
+    if y.all() or not y.any():
+        raise ValueError("EER needs both same-speaker and different-speaker trials")
+    thresholds = np.unique(s)
+    far = np.array([(s[~y] >= t).mean() for t in thresholds])
+    frr = np.array([(s[y] < t).mean() for t in thresholds])
+    i = int(np.argmin(np.abs(far - frr)))
+    return float((far[i] + frr[i]) / 2)
+
+
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
 _PUNCT_TABLE = str.maketrans("", "", string.punctuation)
 
@@ -262,10 +282,14 @@ class SuccessCriteria:
             raise ValueError(f"inconsistent success criteria: {self}")
 
 
+FailureCode = Literal["unfinished", "no_audio", "bad_audio", "silent", "duration"]
+
+
 @dataclass(frozen=True)
 class SuccessCheck:
     ok: bool
-    reason: str | None  # why it failed; None when ok
+    code: FailureCode | None = None  # failure category (for SR breakdowns); None when ok
+    reason: str | None = None  # human-readable detail; None when ok
 
 
 def check_success(
@@ -285,25 +309,32 @@ def check_success(
     outside [``min_seconds_per_word``, ``max_seconds_per_word``] (garbage or run-away output).
     """
     if not finished:
-        return SuccessCheck(False, "no end token before the length limit")
+        return SuccessCheck(False, "unfinished", "no end token before the length limit")
     if wav is None:
-        return SuccessCheck(False, "no audio (decoder error or missing file)")
+        return SuccessCheck(False, "no_audio", "no audio (decoder error or missing file)")
     try:
         check_wav(np.asarray(wav), "generated audio", min_seconds=criteria.min_seconds, sample_rate=sample_rate)
     except AudioError as err:
-        return SuccessCheck(False, str(err))
+        return SuccessCheck(False, "bad_audio", str(err))
     level = rms_db(np.asarray(wav, dtype=np.float32))
     if level < criteria.silence_dbfs:
-        return SuccessCheck(False, f"silent ({level:.1f} dBFS < {criteria.silence_dbfs} dBFS)")
+        return SuccessCheck(False, "silent", f"silent ({level:.1f} dBFS < {criteria.silence_dbfs} dBFS)")
     n_words = len(normalize_text(text).split()) if text else 0
     if n_words:
         per_word = len(wav) / sample_rate / n_words
         if not criteria.min_seconds_per_word <= per_word <= criteria.max_seconds_per_word:
             bounds = f"[{criteria.min_seconds_per_word}, {criteria.max_seconds_per_word}]"
-            return SuccessCheck(False, f"{per_word:.2f} s per reference word is outside {bounds}")
-    return SuccessCheck(True, None)
+            return SuccessCheck(False, "duration", f"{per_word:.2f} s per reference word is outside {bounds}")
+    return SuccessCheck(True)
 
 
-def is_success(wav: np.ndarray | None, sample_rate: int, **kwargs) -> bool:
+def is_success(
+    wav: np.ndarray | None,
+    sample_rate: int,
+    *,
+    finished: bool = True,
+    text: str | None = None,
+    criteria: SuccessCriteria = SuccessCriteria(),
+) -> bool:
     """Shorthand for ``check_success(...).ok``."""
-    return check_success(wav, sample_rate, **kwargs).ok
+    return check_success(wav, sample_rate, finished=finished, text=text, criteria=criteria).ok
