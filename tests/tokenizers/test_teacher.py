@@ -134,6 +134,7 @@ def test_bad_config_values_are_named() -> None:
         TeacherConfig(n_mfcc=50)
 
 
+@pytest.mark.slow
 def test_recipe_trains_two_iterations_and_saves(tiny_corpus: Path, tmp_path: Path) -> None:
     from speechlm.tokenizers.teacher_train import TeacherTrainConfig, train_teacher
 
