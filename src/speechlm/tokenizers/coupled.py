@@ -17,11 +17,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from speechlm.tokenizers.base import CodecTrainOutput, DecodedAudio, SpeechTokenizer, StreamSpec, TokenizerOutput
 from speechlm.tokenizers.base import frame_mask
 from speechlm.tokenizers.modules import DecoderConfig, EncoderConfig, FrameEncoder, MelConfig, WaveDecoder
 from speechlm.tokenizers.quantizers import Quantizer, QuantizerConfig, QuantizerKind
+
+# encode/decode pad the time axis up to a multiple of this many frames. The quantiser library traces
+# and caches its einx/einops ops per input shape (~1.5 s per new shape on one CPU core), and oneDNN
+# caches conv primitives per shape: with bucketed lengths, variable-length inference reuses a few
+# shapes. Padding is masked, so codes and audio are unchanged (conformance test: batch == per item).
+BUCKET_FRAMES = 50
+
+
+def _ceil_to(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 @dataclass(frozen=True)
@@ -73,9 +84,11 @@ class CoupledCodec(SpeechTokenizer):
     def encode(self, wav: torch.Tensor, lengths: torch.Tensor) -> TokenizerOutput:
         self.check_wav(wav, lengths)
         frames = self.num_frames(lengths)
-        z = self.encoder(wav, frames)
+        T = int(frames.max())
+        padded = F.pad(wav, (0, _ceil_to(T, BUCKET_FRAMES) * self.hop_length - wav.shape[1]))
+        z = self.encoder(padded, frames)
         q = self.quantizer(z, frame_mask(frames, z.shape[-1]))
-        return TokenizerOutput(codes=q.codes, lengths=frames)
+        return TokenizerOutput(codes=q.codes[:, :, :T], lengths=frames)
 
     @torch.no_grad()
     def decode(
@@ -84,6 +97,7 @@ class CoupledCodec(SpeechTokenizer):
         self.check_codes(codes, lengths)
         if speaker is not None:
             raise ValueError(f"{self.describe()} is coupled: timbre lives in the codes, it takes no speaker vector")
-        z = self.quantizer.decode(codes.long())
-        wav = self.decoder(z, lengths)
+        T = codes.shape[2]
+        z = self.quantizer.decode(F.pad(codes.long(), (0, _ceil_to(T, BUCKET_FRAMES) - T)))
+        wav = self.decoder(z, lengths)[:, : T * self.hop_length]
         return DecodedAudio(wav=wav, lengths=self.num_samples(lengths))

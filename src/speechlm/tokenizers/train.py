@@ -8,7 +8,8 @@ cosine decay (the optimiser settings of study App. C, betas 0.9/0.99).
 ``OUT/log.jsonl`` gets one row per ``log_every`` steps; ``OUT/checkpoint/`` is rewritten every
 ``save_every`` steps and at the end: the tokenizer as ``registry.save_tokenizer`` writes it (so
 ``load_tokenizer(OUT/checkpoint)`` works directly) plus ``train_config.yaml``, ``optimizer.pt`` and
-``state.json`` for ``--resume``. Training stops at ``steps`` or after ``max_minutes``, whichever first.
+``state.json`` for ``--resume``. Training stops at ``steps`` or after ``max_minutes`` of training
+time (summed over resumed runs), whichever comes first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from speechlm import config as cfglib
+from speechlm.audio import AudioError
 from speechlm.data.manifest import Corpus
 from speechlm.runtime import resolve_device, seed_everything, set_threads
 from speechlm.tokenizers.base import SpeechTokenizer
@@ -33,6 +35,7 @@ from speechlm.tokenizers.modules import SpectralLoss, SpectralLossConfig
 from speechlm.tokenizers.registry import TokenizerConfig, build_tokenizer, load_tokenizer, save_tokenizer
 
 CHECKPOINT_DIR = "checkpoint"
+MAX_BAD_DRAWS = 100  # consecutive unreadable draws before the sampler gives up
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,32 @@ class CropSampler:
         if self.crop < 1:
             raise ValueError(f"data.crop_seconds={data.crop_seconds} is shorter than one sample")
         self.rng = random.Random(seed)
+        self.bad: set[int] = set()  # indices of unreadable files, skipped from then on
 
     def read(self, path: Path) -> np.ndarray:
-        frames = sf.info(str(path)).frames
-        start = self.rng.randrange(max(1, frames - self.crop + 1))
-        wav, _ = sf.read(str(path), start=start, stop=start + self.crop, dtype="float32", always_2d=False)
+        """A random crop of ``path``; raises ``AudioError`` for a missing/unreadable/empty file."""
+        try:
+            frames = sf.info(str(path)).frames
+            if frames == 0:
+                raise AudioError(f"{path}: audio is empty (0 frames)")
+            start = self.rng.randrange(max(1, frames - self.crop + 1))
+            wav, _ = sf.read(str(path), start=start, stop=start + self.crop, dtype="float32", always_2d=False)
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            raise AudioError(f"{path}: cannot read audio ({err})") from err
         return wav if wav.ndim == 1 else wav.mean(axis=1)
+
+    def _draw(self) -> tuple[np.ndarray, int]:
+        """-> (crop, speaker index) of a random readable item; bad files are reported once and skipped."""
+        for _ in range(MAX_BAD_DRAWS):
+            item = self.rng.randrange(len(self.paths))
+            if item in self.bad:
+                continue
+            try:
+                return self.read(self.paths[item]), self.speakers[item]
+            except AudioError as err:
+                self.bad.add(item)
+                tqdm.write(f"skipping unreadable training item ({len(self.bad)} so far): {err}")
+        raise AudioError(f"{MAX_BAD_DRAWS} draws in a row hit unreadable audio; {len(self.bad)} files are bad")
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """-> ``wav [size, crop]`` zero-padded, ``lengths [size]``."""
@@ -110,11 +133,9 @@ class CropSampler:
         lengths = torch.zeros(size, dtype=torch.long)
         speakers = torch.zeros(size, dtype=torch.long)
         for i in range(size):
-            item = self.rng.randrange(len(self.paths))
-            wav = self.read(self.paths[item])
+            wav, speakers[i] = self._draw()
             out[i, : len(wav)] = torch.from_numpy(wav)
             lengths[i] = len(wav)
-            speakers[i] = self.speakers[item]
         return out, lengths, speakers
 
 
@@ -142,24 +163,26 @@ def compute_losses(
     return losses
 
 
-def save_checkpoint(directory: Path, tok: SpeechTokenizer, opt: torch.optim.Optimizer, cfg: CodecTrainConfig, step: int) -> None:
+def save_checkpoint(
+    directory: Path, tok: SpeechTokenizer, opt: torch.optim.Optimizer, cfg: CodecTrainConfig, step: int, seconds: float
+) -> None:
     save_tokenizer(tok, directory)
     cfglib.dump(cfg, directory / "train_config.yaml")
     tmp = directory / "optimizer.pt.tmp"
     torch.save(opt.state_dict(), tmp)
     tmp.replace(directory / "optimizer.pt")
     tmp = directory / "state.json.tmp"
-    tmp.write_text(json.dumps({"step": step}))
+    tmp.write_text(json.dumps({"step": step, "seconds": round(seconds, 1)}))
     tmp.replace(directory / "state.json")  # written last: its presence marks a complete checkpoint
 
 
-def restore(directory: Path, device: torch.device) -> tuple[SpeechTokenizer, dict, int]:
-    """-> (tokenizer, optimizer state, step) from a checkpoint written by :func:`save_checkpoint`."""
+def restore(directory: Path, device: torch.device) -> tuple[SpeechTokenizer, dict, dict]:
+    """-> (tokenizer, optimizer state, ``{"step", "seconds"}``) from :func:`save_checkpoint`'s folder."""
     if not (directory / "state.json").is_file():
         raise FileNotFoundError(f"cannot resume: no complete checkpoint in {directory}")
     tok = load_tokenizer(directory, device).train()
     state = torch.load(directory / "optimizer.pt", map_location=device, weights_only=True)
-    return tok, state, json.loads((directory / "state.json").read_text())["step"]
+    return tok, state, json.loads((directory / "state.json").read_text())
 
 
 @torch.no_grad()
@@ -180,6 +203,7 @@ class _Run:
     sampler: CropSampler
     val_batch: tuple[torch.Tensor, torch.Tensor]
     step: int
+    seconds: float  # training wall time before this run (resumed runs)
 
 
 def _setup(cfg: CodecTrainConfig, resume: bool) -> _Run:
@@ -187,9 +211,10 @@ def _setup(cfg: CodecTrainConfig, resume: bool) -> _Run:
     set_threads(cfg.threads or None)
     device = resolve_device(cfg.device)
     if resume:
-        tok, opt_state, step = restore(cfg.out_dir / CHECKPOINT_DIR, device)
+        tok, opt_state, state = restore(cfg.out_dir / CHECKPOINT_DIR, device)
     else:
-        tok, opt_state, step = build_tokenizer(cfg.tokenizer).to(device).train(), None, 0
+        tok, opt_state, state = build_tokenizer(cfg.tokenizer).to(device).train(), None, {}
+    step, seconds = int(state.get("step", 0)), float(state.get("seconds", 0.0))
     if hasattr(tok, "prepare_training"):  # designs with a semantic teacher / speaker table (D2's designs)
         tok.prepare_training(Corpus.open(cfg.data.corpus))
     o = cfg.optim
@@ -204,6 +229,7 @@ def _setup(cfg: CodecTrainConfig, resume: bool) -> _Run:
         sampler=CropSampler(cfg.data, "train", tok.sample_rate, cfg.seed + step),
         val_batch=(val[0].to(device), val[1].to(device)),
         step=step,
+        seconds=seconds,
     )
 
 
@@ -232,7 +258,7 @@ def train_codec(cfg: CodecTrainConfig, resume: bool = False) -> Path:
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     cfglib.dump(cfg, cfg.out_dir / "train_config.yaml")
     budget = 60 * cfg.max_minutes if cfg.max_minutes > 0 else math.inf
-    t0, first = time.monotonic(), run.step
+    t0, first = time.monotonic() - run.seconds, run.step  # the budget spans resumed runs
     with (cfg.out_dir / "log.jsonl").open("a") as log, tqdm(total=cfg.steps, initial=run.step, desc="codec train") as bar:
         while run.step < cfg.steps and time.monotonic() - t0 < budget:
             elapsed = time.monotonic() - t0
@@ -245,11 +271,11 @@ def train_codec(cfg: CodecTrainConfig, resume: bool = False) -> Path:
                 row = {"step": run.step, "lr": run.opt.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
                 row.update({k: round(v.item(), 5) for k, v in losses.items()})
             if run.step % cfg.save_every == 0 or run.step == cfg.steps:
-                save_checkpoint(ckpt, run.tok, run.opt, cfg, run.step)
+                save_checkpoint(ckpt, run.tok, run.opt, cfg, run.step, time.monotonic() - t0)
                 row = (row or {"step": run.step}) | {"val_loss": round(validate(run.tok, run.spectral, run.val_batch), 5)}
             if row is not None:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
     if run.step > first and run.step % cfg.save_every and run.step != cfg.steps:  # stopped by the budget
-        save_checkpoint(ckpt, run.tok, run.opt, cfg, run.step)
+        save_checkpoint(ckpt, run.tok, run.opt, cfg, run.step, time.monotonic() - t0)
     return ckpt
