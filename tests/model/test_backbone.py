@@ -28,8 +28,13 @@ def test_resizing_a_pretrained_vocabulary_keeps_its_rows(tmp_path):
     assert new.shape == (45, 32)
     torch.testing.assert_close(new[:40], old)
     assert grown.lm.get_output_embeddings().weight.data_ptr() == new.data_ptr()  # still tied
-    # A tokenizer smaller than the pretrained table (Qwen2.5 pads its rows) keeps every row.
-    assert Backbone.build(BackboneConfig(kind="hf_dir", path=str(tmp_path)), 30).text_vocab_size == 40
+    # A tokenizer smaller than the pretrained table (Qwen2.5 pads its rows) keeps every row, but
+    # the language head scores only the ids the tokenizer uses.
+    padded = Backbone.build(BackboneConfig(kind="hf_dir", path=str(tmp_path)), 30)
+    assert (padded.num_text_rows, padded.text_vocab_size) == (40, 30)
+    hidden = torch.randn(2, 3, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(padded.lm_head(hidden), padded.lm.lm_head(hidden)[..., :30])
 
 
 def test_backbone_config_errors(tmp_path):

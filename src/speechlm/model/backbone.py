@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 from transformers.cache_utils import Cache
@@ -93,26 +94,36 @@ def _pretrained(cfg: BackboneConfig) -> PreTrainedModel:
 
 
 class Backbone(nn.Module):
-    """A causal LM seen as: text embedding table -> decoder stack -> language head."""
+    """A causal LM seen as: text embedding table -> decoder stack -> language head.
 
-    def __init__(self, lm: PreTrainedModel) -> None:
+    ``text_vocab_size`` is the number of ids the text tokenizer uses; the embedding may have more
+    rows (Qwen2.5 pads 151,665 ids to 151,936). The language head only scores the used ids, so
+    spare rows are never predicted, penalised or sampled.
+    """
+
+    def __init__(self, lm: PreTrainedModel, text_vocab_size: int | None = None) -> None:
         super().__init__()
         self.lm = lm
+        rows = self.num_text_rows
+        self.text_vocab_size = rows if text_vocab_size is None else text_vocab_size
+        if not 0 < self.text_vocab_size <= rows:
+            raise ValueError(f"text_vocab_size {self.text_vocab_size} does not fit the {rows}-row text embedding")
 
     @classmethod
     def build(cls, cfg: BackboneConfig, text_vocab_size: int) -> Backbone:
         """Build or load the LM and make its text vocabulary hold ``text_vocab_size`` ids.
 
         Pretrained embeddings may have spare rows (Qwen2.5 pads 151,665 ids to 151,936); they are
-        kept. Rows are only ever added, for the named specials of the text tokenizer, initialised at
-        the mean of the pretrained rows so new tokens start "in distribution".
+        kept, and named specials that fall into them use them as they are (as the released code
+        does). Rows are only ever added, initialised from the mean and covariance of the
+        pretrained rows so new tokens start "in distribution".
         """
         if text_vocab_size <= 0:
             raise ValueError(f"text_vocab_size must be positive, got {text_vocab_size}")
         lm = _fresh_qwen2(cfg, text_vocab_size) if cfg.kind == "qwen2" else _pretrained(cfg)
-        backbone = cls(lm)
-        if text_vocab_size > backbone.text_vocab_size:
+        if text_vocab_size > lm.get_input_embeddings().num_embeddings:
             lm.resize_token_embeddings(text_vocab_size, mean_resizing=True)
+        backbone = cls(lm, text_vocab_size)
         if cfg.gradient_checkpointing:
             lm.activation_checkpointing_enable({"use_reentrant": False})
         return backbone
@@ -122,8 +133,8 @@ class Backbone(nn.Module):
         return int(self.lm.config.hidden_size)
 
     @property
-    def text_vocab_size(self) -> int:
-        """Rows of the text embedding (>= the tokenizer's vocabulary)."""
+    def num_text_rows(self) -> int:
+        """Rows of the text embedding (>= ``text_vocab_size``)."""
         return int(self.lm.get_input_embeddings().num_embeddings)
 
     @property
@@ -135,8 +146,12 @@ class Backbone(nn.Module):
         return self.lm.get_input_embeddings()(input_ids)
 
     def lm_head(self, hidden: Tensor) -> Tensor:
-        """[...,D] -> [...,Vt] text logits (paper Eq. 1)."""
-        return self.lm.get_output_embeddings()(hidden)
+        """[...,D] -> [...,Vt] text logits over the used ids (paper Eq. 1)."""
+        head = self.lm.get_output_embeddings()
+        if head.out_features == self.text_vocab_size:
+            return head(hidden)
+        bias = None if head.bias is None else head.bias[: self.text_vocab_size]
+        return F.linear(hidden, head.weight[: self.text_vocab_size], bias)
 
     def forward(
         self,

@@ -88,9 +88,9 @@ class SLM(nn.Module):
         self.cfg = cfg
         self.speech_vocab_size = speech_vocab_size
         self.backbone = backbone if backbone is not None else Backbone.build(cfg.backbone, text_vocab_size)
-        if self.backbone.text_vocab_size < text_vocab_size:
-            rows = self.backbone.text_vocab_size
-            raise ValueError(f"shared backbone has {rows} text rows < text_vocab_size {text_vocab_size}")
+        if self.backbone.text_vocab_size != text_vocab_size:
+            served = self.backbone.text_vocab_size
+            raise ValueError(f"shared backbone serves {served} text ids but text_vocab_size is {text_vocab_size}")
         dim = self.backbone.hidden_size
         with torch.no_grad():
             text_std = float(self.backbone.text_embedding.weight.float().std())
