@@ -166,7 +166,7 @@ def _add_codec(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="corpus folder")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--json", default=None, help="write the report as JSON")
-    p.add_argument("--max-items", type=int, default=0, help="evaluate the first N utterances (0 = all)")
+    p.add_argument("--max-items", type=int, default=0, help="evaluate N utterances spread evenly over the split (0 = all)")
     p.add_argument("--no-judges", action="store_true", help="signal metrics only (no ASR/speaker/MOS)")
     p.add_argument("--audio-dir", default=None, help="also write the resynthesised wavs here")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
@@ -336,10 +336,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from speechlm.eval.evaluate import Judges, evaluate_model, format_table, write_report
+    from speechlm.config import load
+    from speechlm.eval.evaluate import evaluate_model, format_table, no_judges, write_report
+    from speechlm.eval.judges import JudgesConfig, build_judges
 
     synth = _synthesizer(args)
-    judges = Judges() if args.no_judges else Judges.default(Path(args.data))
+    judges = no_judges() if args.no_judges else build_judges(load(JudgesConfig, args.judges), Path(args.data))
     out = Path(args.json)
     audio_dir = Path(args.audio_dir) if args.audio_dir else out.with_name(out.stem + "_audio")
     kinds = tuple(k for k in args.kinds.split(",") if k)
@@ -367,6 +369,16 @@ def _cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from speechlm.eval.study import load_study, run_study
+
+    study = load_study(args.config, args.overrides)
+    only = [c for c in args.cells.split(",") if c] if args.cells else []
+    report = run_study(study, Path(args.out), only=only)
+    print(f"report: {Path(args.out) / 'report.md'} ({report['runs']} runs; {len(report['missing'])} not run yet)")
+    return 0
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="generate on a corpus split with a trained SLM and judge it: SR, WER, SIM, MOS, RTF, EM/F1")
     p.add_argument("model", metavar="CKPT", help="checkpoint (or run) folder written by `speechlm train`")
@@ -377,6 +389,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kinds", default="tts,qa", help="comma-separated: tts (Table 1/2), qa (Table 3)")
     p.add_argument("--audio-dir", default=None, help="where the generated wavs go (default: beside the JSON)")
     p.add_argument("--no-judges", action="store_true", help="success rate, RTF and EM/F1 only (no ASR/speaker/MOS)")
+    p.add_argument("--judges", default=None, help="judges YAML (default: the offline judges; see configs/eval/judges.yaml)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--batch-size", type=int, default=8, help="utterances decoded together")
@@ -395,6 +408,86 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_cmd_align)
 
+    p = sub.add_parser("study", help="a grid of SLM runs under one budget -> report with the study's tables + plots")
+    p.add_argument("config", help="a configs/study/*.yaml")
+    p.add_argument("overrides", nargs="*", help="a.b=c study-config overrides (e.g. steps=50)")
+    p.add_argument("--out", required=True, help="results folder: cells/<cell>/seed<k>.json, report.md, report.json, plots")
+    p.add_argument("--cells", default=None, help="comma-separated cell names to run now (default: all); finished ones are skipped")
+    p.set_defaults(func=_cmd_study)
+
+
+def _judges_config(args: argparse.Namespace):
+    from speechlm.config import load
+    from speechlm.eval.judges import JudgesConfig
+
+    return load(JudgesConfig, args.config, args.overrides)
+
+
+def _cmd_judge_files(args: argparse.Namespace) -> int:
+    from speechlm.eval.judge_files import format_results, judge_files
+    from speechlm.eval.report import write_json
+
+    result = judge_files(args.judge_verb, args.wavs, _judges_config(args), args.corpus)
+    print(format_results(result))
+    if args.json:
+        write_json(result, Path(args.json))
+    return 0 if all("error" not in item for item in result["items"]) else 1
+
+
+def _cmd_judge_score(args: argparse.Namespace) -> int:
+    from speechlm.eval.judges import build_judges
+    from speechlm.eval.report import summary_table
+    from speechlm.eval.runner import evaluate_manifest
+
+    result = evaluate_manifest(Path(args.manifest), build_judges(_judges_config(args), args.corpus))
+    print(summary_table(result.summary))
+    if args.json:
+        print(f"report: {result.write(Path(args.json))}")
+    return 0
+
+
+def _cmd_judge_calibrate(args: argparse.Namespace) -> int:
+    from speechlm.config import load
+    from speechlm.eval.calibrate import CalibrationConfig, calibrate, format_report
+    from speechlm.eval.report import write_json
+
+    overrides = [*args.overrides, f"split={args.split}"] if args.split else args.overrides
+    result = calibrate(Path(args.corpus), load(CalibrationConfig, args.config, overrides))
+    result["command"] = shlex.join(["speechlm", *sys.argv[1:]])
+    print(format_report(result))
+    if args.json:
+        write_json(result, Path(args.json))
+    return 0
+
+
+def _add_judge(sub: argparse._SubParsersAction) -> None:
+    judge = sub.add_parser("judge", help="the judges on their own: ASR, speaker, MOS; scoring a manifest; calibration")
+    verbs = judge.add_subparsers(dest="judge_verb", required=True)
+    for name, what in (("asr", "transcribe"), ("speaker", "speaker embedding of"), ("mos", "MOS of")):
+        p = verbs.add_parser(name, help=f"{what} each WAV")
+        p.add_argument("wavs", nargs="+", metavar="WAV")
+        p.add_argument("--corpus", default=None, help="corpus folder: the ASR judge uses its domain LM (else general English)")
+        p.add_argument("--json", default=None, help='write {"judge", "items": [...]} here')
+        p.add_argument("--config", default=None, help="judges YAML (default: built-in offline judges; see configs/eval/judges.yaml)")
+        p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="judges-config overrides, e.g. asr.kind=whisper asr.path=DIR")
+        p.set_defaults(func=_cmd_judge_files)
+
+    p = verbs.add_parser("score", help="SR, WER, SIM (seen/unseen), MOS, RTF, EM/F1 of generated audio listed in a JSONL manifest")
+    p.add_argument("manifest", help="JSONL rows {id, text, audio, ref_audio, seen, finished, seconds, pred_answer, gold_answer}")
+    p.add_argument("--corpus", default=None, help="corpus folder for the domain-LM ASR judge")
+    p.add_argument("--json", default=None, help="report JSON (a markdown table goes beside it as .md)")
+    p.add_argument("--config", default=None, help="judges YAML (configs/eval/judges.yaml)")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_judge_score)
+
+    p = verbs.add_parser("calibrate", help="judge WER/SIM/MOS on a corpus's ground truth, incl. scrambled-audio checks")
+    p.add_argument("--corpus", required=True, help="corpus folder made by `speechlm data synth`")
+    p.add_argument("--split", default=None, choices=["train", "val", "test"], help="(default: the config's, test)")
+    p.add_argument("--json", default=None, help="write the calibration report here")
+    p.add_argument("--config", default=None, help="configs/eval/calibrate.yaml")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. max_per_speaker=5 judges.asr.pocketsphinx.order=4")
+    p.set_defaults(func=_cmd_judge_calibrate)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speechlm", description=__doc__.splitlines()[0])
@@ -405,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference(sub)
     _add_bench(sub)
     _add_eval(sub)
+    _add_judge(sub)
 
     p = sub.add_parser("demo", help="the main job on the built-in defaults")
     p.add_argument("--out", default="demo", help="output folder (default: ./demo)")

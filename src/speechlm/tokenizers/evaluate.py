@@ -15,6 +15,7 @@ measured is ``null``, never 0. Items whose audio cannot be read are skipped and 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,10 +25,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speechlm.audio import AudioError, load_audio, save_audio
+from speechlm.audio import AudioError, load_audio, resample, save_audio
 from speechlm.data.manifest import Corpus, Utterance
 from speechlm.eval import metrics
 from speechlm.tokenizers.base import SpeechTokenizer
+
+JUDGE_SAMPLE_RATE = 16_000  # every judge takes 16 kHz audio (DESIGN.md §4)
 
 
 @dataclass
@@ -72,16 +75,33 @@ def resynthesize(tok: SpeechTokenizer, wav: np.ndarray) -> tuple[np.ndarray, flo
     return dec.wav[0, : wav.shape[0]].float().cpu().numpy(), seconds
 
 
-def judge_item(item: ItemResult, ref: np.ndarray, deg: np.ndarray, sr: int, judges: Judges) -> None:
-    """Fill the judge-based fields of ``item`` (``ref``/``deg`` at the judges' 16 kHz)."""
-    if judges.asr is not None:
-        item.hyp = judges.asr.transcribe(deg)
-        item.hyp_ground_truth = judges.asr.transcribe(ref)
-    if judges.speaker is not None:
-        item.sim = metrics.cosine(judges.speaker.embed(ref), judges.speaker.embed(deg))
-    if judges.quality is not None:
-        item.mos = judges.quality.score(deg)
-        item.mos_ground_truth = judges.quality.score(ref)
+def judge_item(item: ItemResult, ref: np.ndarray, deg: np.ndarray, judges: Judges) -> list[str]:
+    """Fill the judge-based fields of ``item`` (``ref``/``deg`` at 16 kHz); returns the judges' refusals.
+
+    A judge that refuses a clip (e.g. the speaker VAD finds no speech in a broken resynthesis)
+    leaves its field ``None`` — that item is then left out of that figure, and the refusal is reported.
+    """
+    errors = []
+    steps = {
+        "asr": lambda: (judges.asr.transcribe(deg), judges.asr.transcribe(ref)),
+        "speaker": lambda: metrics.cosine(judges.speaker.embed(ref), judges.speaker.embed(deg)),
+        "quality": lambda: (judges.quality.score(deg), judges.quality.score(ref)),
+    }
+    for name, run in steps.items():
+        if getattr(judges, name) is None:
+            continue
+        try:
+            result = run()
+        except AudioError as err:
+            errors.append(f"{name}: {err}")
+            continue
+        if name == "asr":
+            item.hyp, item.hyp_ground_truth = result
+        elif name == "speaker":
+            item.sim = result
+        else:
+            item.mos, item.mos_ground_truth = result
+    return errors
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -126,7 +146,9 @@ def evaluate_codec(
 ) -> dict[str, Any]:
     """Resynthesis figures over the corpus's TTS ``split``; see the module docstring for the keys."""
     corpus = Corpus.open(corpus_dir)
-    rows: list[Utterance] = corpus.tts(split)[: max_items or None]
+    rows: list[Utterance] = corpus.tts(split)
+    if 0 < max_items < len(rows):  # an even stride keeps every speaker (rows are grouped by speaker)
+        rows = rows[:: math.ceil(len(rows) / max_items)][:max_items]
     if not rows:
         raise ValueError(f"corpus {corpus_dir} has no '{split}' TTS utterances to evaluate")
     judges = judges if judges is not None else Judges()
@@ -144,7 +166,8 @@ def evaluate_codec(
         item = ItemResult(id=row.id, speaker=row.speaker, seconds=len(ref) / tok.sample_rate, text=row.text)
         item.stoi = metrics.stoi(ref, deg, tok.sample_rate)
         item.pesq = _pesq_or_none(ref, deg, tok.sample_rate)
-        judge_item(item, ref, deg, tok.sample_rate, judges)
+        jref, jdeg = (resample(x, tok.sample_rate, JUDGE_SAMPLE_RATE) for x in (ref, deg))
+        skipped += [{"id": row.id, "error": e} for e in judge_item(item, jref, jdeg, judges)]
         if audio_dir is not None:
             save_audio(Path(audio_dir) / f"{row.id}.wav", deg, tok.sample_rate)
         items.append(item)
