@@ -37,6 +37,22 @@ def test_fused_heads_equal_separate_heads(kind):
         torch.testing.assert_close(head(hidden), separate_heads(head, sv, hidden))
 
 
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_compact_slot_logits_give_the_same_loss_as_global_logits(kind):
+    """The training path scores W = |stream| + 2 columns per slot instead of Vs: same CE."""
+    torch.manual_seed(0)
+    sv, layout = slots()
+    head = SpeechHead(16, sv, kind)
+    hidden = torch.randn(5, 16)
+    labels = torch.stack([torch.tensor(ids)[torch.randint(len(ids), (5,))] for ids in sv.ids], dim=1)  # [5,G]
+    labels[0, 3] = -100
+    local = head.to_local(labels)
+    assert (local[labels != -100] >= 0).all() and local[0, 3] == -100
+    compact = torch.nn.functional.cross_entropy(head.slot_logits(hidden).transpose(1, 2), local)
+    full = torch.nn.functional.cross_entropy(head(hidden).transpose(1, 2), labels)
+    torch.testing.assert_close(compact, full)
+
+
 def test_linear_slot_g_is_a_plain_linear_map_of_h():
     torch.manual_seed(0)
     sv, _ = slots()

@@ -29,6 +29,8 @@ from typing import Literal, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
+from speechlm.model.batch import IGNORE_INDEX
+
 HeadKind = Literal["linear", "mlp", "transformer"]
 
 
@@ -119,11 +121,16 @@ class SpeechHead(nn.Module):
         self.kind, self.group_size, self.vocab_size = kind, g, vs
         self.full_vocab = slots.is_full
         # columns[g, j] = global id of slot g's j-th output; short slots point at a dummy column Vs.
+        # local_index is the inverse: local_index[g, id] = j, or -1 where slot g cannot emit id.
         columns = torch.full((g, width), vs, dtype=torch.long)
+        local_index = torch.full((g, vs), -1, dtype=torch.long)
         for i, slot in enumerate(slots.ids):
             columns[i, : len(slot)] = torch.tensor(slot)
+            local_index[i, list(slot)] = torch.arange(len(slot))
         self.register_buffer("columns", columns, persistent=False)
-        self.register_buffer("allowed", slots.allowed(), persistent=False)
+        self.register_buffer("local_index", local_index, persistent=False)
+        self.register_buffer("dead_columns", columns == vs, persistent=False)
+        self.has_dead_columns = bool(self.dead_columns.any())
 
         self.trunk_mlp: nn.Linear | None = None
         self.slot_queries: nn.Parameter | None = None
@@ -154,14 +161,30 @@ class SpeechHead(nn.Module):
             return self.mixer(queries.reshape(rows, *queries.shape[-2:])).reshape(queries.shape)
         return hidden.unsqueeze(-2).expand(*hidden.shape[:-1], self.group_size, hidden.shape[-1])
 
+    @property
+    def allowed(self) -> Tensor:
+        """[G,Vs] bool: which global ids each slot may emit."""
+        return self.local_index >= 0
+
     def slot_logits(self, hidden: Tensor) -> Tensor:
-        """[...,D] -> [...,G,Vslot]: each slot's logits over its own ids (``columns`` order)."""
+        """[...,D] -> [...,G,W] compact logits: slot g's j-th column scores id ``columns[g, j]``.
+
+        Columns past a short slot's end (streams of unequal size) are -inf. Training losses use
+        this form with :meth:`to_local` targets: W = |stream| + 2 columns instead of Vs.
+        """
         if self.kind == "linear":
             g, width, d = self.weight.shape  # all slots read the same h: one [G*W, D] matmul
             flat = torch.nn.functional.linear(hidden, self.weight.reshape(g * width, d), self.bias.reshape(-1))
-            return flat.unflatten(-1, (g, width))
-        feats = self.slot_features(hidden)
-        return torch.einsum("...gf,gwf->...gw", feats, self.weight) + self.bias
+            logits = flat.unflatten(-1, (g, width))
+        else:
+            logits = torch.einsum("...gf,gwf->...gw", self.slot_features(hidden), self.weight) + self.bias
+        return logits.masked_fill(self.dead_columns, float("-inf")) if self.has_dead_columns else logits
+
+    def to_local(self, labels: Tensor) -> Tensor:
+        """[...,G] global speech ids (or -100) -> their columns in :meth:`slot_logits` (or -100)."""
+        slot = torch.arange(self.group_size, device=labels.device)
+        local = self.local_index[slot, labels.clamp(min=0)]
+        return local.where(labels != IGNORE_INDEX, IGNORE_INDEX)
 
     def forward(self, hidden: Tensor) -> Tensor:
         """[...,D] -> [...,G,Vs] logits over the global speech vocabulary (-inf outside a slot's ids)."""

@@ -138,8 +138,9 @@ class SLM(nn.Module):
     def forward(self, batch: SLMBatch, return_logits: bool = True) -> SLMOutput:
         """Training step: weighted text + speech loss of ``batch`` (paper Eqs. 6-7 via its labels).
 
-        With ``return_logits=False`` the heads only run at supervised positions, which saves the
-        [B,S,Vt] text logits (151k columns for Qwen2.5) -- same loss, less memory.
+        With ``return_logits=False`` the heads only run at supervised positions and the speech loss
+        uses each slot's compact logits (its stream + END/PAD, not all Vs ids), which saves the
+        [B,S,Vt] text logits (151k columns for Qwen2.5) and most of the speech ones -- same loss.
         """
         check_batch(self, batch)
         x = self.embed(batch.input_ids, batch.speech_ids, batch.is_speech, batch.speaker, batch.speaker_mask)
@@ -151,11 +152,13 @@ class SLM(nn.Module):
         if return_logits:
             text_logits, speech_logits = self.text_head(hidden), self.speech_head(hidden)
             text_sel, speech_sel = text_logits[:, :-1][text_rows], speech_logits[:, :-1][speech_rows]
+            speech_sel_targets = speech_targets[speech_rows]
         else:
             prev = hidden[:, :-1]
-            text_sel, speech_sel = self.text_head(prev[text_rows]), self.speech_head(prev[speech_rows])
+            text_sel, speech_sel = self.text_head(prev[text_rows]), self.speech_head.slot_logits(prev[speech_rows])
+            speech_sel_targets = self.speech_head.to_local(speech_targets[speech_rows])
         l_text, text_acc = text_loss(text_sel, text_targets[text_rows])
-        l_speech = speech_loss(speech_sel, speech_targets[speech_rows])
+        l_speech = speech_loss(speech_sel, speech_sel_targets)
         losses = {"text": l_text, "speech": l_speech.loss}
         losses.update({f"speech_slot_{g}": v for g, v in enumerate(l_speech.per_slot)})
         return SLMOutput(
