@@ -6,14 +6,15 @@ Two steps, kept apart so a study can re-score saved audio with other judges:
    :class:`~speechlm.inference.api.Synthesizer`: a TTS row's text in the row's voice (Table 1/2), a
    spoken-QA row's question in its role's voice, which gives a text answer and its speech (Table 3).
    Wavs go to ``OUT_DIR/audio/<id>.wav``; each row becomes a :class:`GeneratedItem`.
-2. :func:`score_items` -- the judges turn the items into the summary of DESIGN.md §8:
+2. :func:`score_items` -- the evaluation runner (:mod:`speechlm.eval.runner`) and its judges turn the
+   items into the summary of DESIGN.md §8:
    ``{success_rate, wer, sim_seen, sim_unseen, mos, mos_judge, rtf, em, f1}`` (+ ``em_in/f1_in``,
    ``em_out/f1_out`` for Table 3's two domains). QA keys exist only for QA data; a figure that could
    not be measured is ``null``, never 0.
 
 Definitions (Appendix D):
-- **SR**: :func:`speechlm.eval.metrics.check_success` on each item (END reached, audible, a plausible
-  duration for its reference text); failures keep their reason in the item.
+- **SR**: the runner's success rule (:func:`speechlm.eval.metrics.check_success`: END reached, audible,
+  a plausible duration for its reference text); failures keep their reason in the item.
 - **WER**: the ASR judge's transcript of the generated speech against what it should say: the input
   text for TTS, the model's own text answer for QA ("the text response", Appendix D). Corpus-level,
   over successful items only, so WER measures intelligibility and SR measures failures.
@@ -30,11 +31,10 @@ recording scored by SIM never conditions its own generation).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,9 +42,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from speechlm.audio import AudioError, load_audio, save_audio
+from speechlm.audio import save_audio
 from speechlm.data.manifest import Corpus, Utterance
-from speechlm.eval import metrics
+from speechlm.eval.judges import Judges
+from speechlm.eval.report import markdown_table, write_json
+from speechlm.eval.runner import EvalRow, Evaluator
 from speechlm.inference.api import SpeechResult, Synthesizer, Voice
 
 Kind = Literal["tts", "qa"]
@@ -71,26 +73,6 @@ class GeneratedItem:
     predicted: str | None = None  # QA only: the model's text answer
     gold: str | None = None  # QA only: the bare gold answer (EM/F1)
     domain: str | None = None  # QA only: "in" | "out"
-
-
-@dataclass(frozen=True)
-class Judges:
-    """ASR, speaker and quality judges (``speechlm.eval.judges``); any may be None to skip its figure."""
-
-    asr: Any = None  # .transcribe(wav [N] @16 kHz) -> str, .name
-    speaker: Any = None  # .embed(wav) -> [Ds], .name
-    quality: Any = None  # .score(wav) -> float, .name
-
-    @classmethod
-    def default(cls, corpus_dir: Path) -> Judges:
-        """Offline defaults: pocketsphinx with the corpus's domain LM, resemblyzer, DNSMOS."""
-        from speechlm.eval.judges import AsrJudge, QualityJudge, SpeakerJudge
-
-        return cls(asr=AsrJudge.default(corpus_dir), speaker=SpeakerJudge.default(), quality=QualityJudge.default())
-
-    @property
-    def sample_rate(self) -> int:
-        return 16_000  # every judge reads 16 kHz mono (DESIGN.md §4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,72 +200,51 @@ def _item(corpus: Corpus, row: Utterance, res: SpeechResult, kind: Kind, seconds
 
 
 # ---------------------------------------------------------------------------------------------
-# Scoring
+# Scoring (the evaluation runner of speechlm.eval.runner)
 # ---------------------------------------------------------------------------------------------
 
 
+def eval_rows(items: Sequence[GeneratedItem], root: Path) -> list[EvalRow]:
+    """The runner's rows: generated audio under ``root``, reference text/recording, seen flag, timing."""
+    return [
+        EvalRow(
+            id=item.id,
+            text=item.reference_text,
+            audio=None if item.audio is None else root / item.audio,
+            ref_audio=Path(item.reference_audio),
+            speaker=item.speaker,
+            seen=item.seen,
+            finished=item.finished,
+            seconds=item.seconds,
+            pred_answer=item.predicted,
+            gold_answer=None if item.gold is None else (item.gold,),
+            extra={"kind": item.kind, "domain": item.domain, "question": item.question, "predicted": item.predicted},
+        )
+        for item in items
+    ]
+
+
 def score_items(items: Sequence[GeneratedItem], root: Path, judges: Judges, progress: bool = True) -> dict[str, Any]:
-    """``{"summary": {...}, "items": [...]}`` for generated items whose audio lies under ``root``."""
+    """``{"summary": {...}, "items": [...]}`` (module docstring) for items whose audio lies under ``root``."""
     if not items:
         raise ValueError("no generated items to score")
-    rows = [_judge_item(item, root, judges) for item in tqdm(items, desc="judge", unit="utt", disable=not progress)]
-    return {"summary": summarize(items, rows, judges), "items": rows}
+    result = Evaluator(judges).run(eval_rows(items, root), progress=progress)
+    summary = dict(result.summary)
+    qa = [it for it in result.items if it["kind"] == "qa"]
+    if qa:  # Table 3 reports in-domain and out-of-domain separately
+        for domain in ("in", "out"):
+            scored = [it for it in qa if it["domain"] == domain and "em" in it]
+            summary[f"em_{domain}"] = float(np.mean([it["em"] for it in scored])) if scored else None
+            summary[f"f1_{domain}"] = float(np.mean([it["f1"] for it in scored])) if scored else None
+    else:
+        for key in ("em", "f1"):
+            summary.pop(key, None)  # QA keys only for QA data (DESIGN.md §8)
+    return {"summary": summary, "items": result.items}
 
 
-def _judge_item(item: GeneratedItem, root: Path, judges: Judges) -> dict[str, Any]:
-    """One item's judgements: success (+ reason), transcript, SIM, MOS, EM/F1; None where not measured."""
-    row: dict[str, Any] = {**asdict(item), "success": False, "failure": None, "hyp": None, "sim": None, "mos": None}
-    wav = None
-    if item.audio is not None:
-        try:
-            wav = load_audio(root / item.audio, sample_rate=judges.sample_rate).wav
-        except (AudioError, FileNotFoundError) as err:
-            row["failure"] = str(err)
-    check = metrics.check_success(wav, judges.sample_rate, finished=item.finished, text=item.reference_text or None)
-    row["success"], row["failure"] = check.ok, row["failure"] or check.reason
-    if item.kind == "qa" and item.gold is not None:
-        row["em"], row["f1"] = metrics.exact_match_f1(item.predicted or "", item.gold)
-    if not check.ok or wav is None:
-        return row
-    if judges.asr is not None:
-        row["hyp"] = judges.asr.transcribe(wav)
-    if judges.speaker is not None:
-        ref = load_audio(item.reference_audio, sample_rate=judges.sample_rate).wav
-        row["sim"] = metrics.cosine(judges.speaker.embed(ref), judges.speaker.embed(wav))
-    if judges.quality is not None:
-        row["mos"] = float(judges.quality.score(wav))
-    return row
-
-
-def summarize(items: Sequence[GeneratedItem], rows: Sequence[dict[str, Any]], judges: Judges) -> dict[str, Any]:
-    """The DESIGN.md §8 summary (+ counts, judge names and Table 3's per-domain EM/F1)."""
-    ok = [r for r in rows if r["success"]]
-    heard = [r for r in ok if r["hyp"] is not None and metrics.normalize_text(r["reference_text"])]
-    audio_seconds = sum(i.audio_seconds for i in items)
-    summary: dict[str, Any] = {
-        "success_rate": len(ok) / len(rows),
-        "wer": metrics.wer([r["reference_text"] for r in heard], [r["hyp"] for r in heard]) if heard else None,
-        "sim_seen": _mean(r["sim"] for r in rows if r["seen"]),
-        "sim_unseen": _mean(r["sim"] for r in rows if not r["seen"]),
-        "mos": _mean(r["mos"] for r in rows),
-        "mos_judge": getattr(judges.quality, "name", None),
-        "rtf": metrics.rtf(sum(i.seconds for i in items), audio_seconds) if audio_seconds > 0 else None,
-        "asr_judge": getattr(judges.asr, "name", None),
-        "speaker_judge": getattr(judges.speaker, "name", None),
-        "items": len(rows),
-        "audio_seconds": audio_seconds,
-    }
-    qa = [r for r in rows if r["kind"] == "qa"]
-    if qa:
-        for suffix, subset in (("", qa), ("_in", [r for r in qa if r["domain"] == "in"]), ("_out", [r for r in qa if r["domain"] == "out"])):
-            summary[f"em{suffix}"] = _mean(r["em"] for r in subset)
-            summary[f"f1{suffix}"] = _mean(r["f1"] for r in subset)
-    return summary
-
-
-def _mean(values: Iterable[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return float(np.mean(vals)) if vals else None
+def no_judges() -> Judges:
+    """SR, RTF and EM/F1 only: every judge-based figure comes out null."""
+    return Judges(asr=None, speaker=None, quality=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,23 +273,15 @@ def evaluate_model(
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """The summary as a one-row markdown table (QA columns only when present)."""
+    """The summary as a one-row markdown table (QA columns only when present) + the judges' names."""
     keys = [*SUMMARY_KEYS, *(k for k in QA_KEYS if k in summary)]
-    cells = [_fmt(summary.get(k)) for k in keys]
-    return "\n".join(["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys), "| " + " | ".join(cells) + " |"])
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    table = markdown_table([summary], [k for k in ("n_items", *keys)])
+    judges = ", ".join(f"{k}={summary[k]}" for k in ("asr_judge", "sim_judge", "mos_judge") if summary.get(k))
+    return table + (f"\nJudges: {judges}.\n" if judges else "")
 
 
 def write_report(report: dict[str, Any], path: Path) -> Path:
     """JSON (atomically) + the markdown table beside it (``OUT.md``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(path)
-    path.with_suffix(".md").write_text(format_table(report["summary"]) + "\n")
+    write_json(report, path)
+    path.with_suffix(".md").write_text(format_table(report["summary"]), encoding="utf-8")
     return path

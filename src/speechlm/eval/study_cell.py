@@ -1,0 +1,108 @@
+"""One (cell, seed) of a study: train it under the study's budget, then evaluate and analyse it.
+
+Kept apart from :mod:`speechlm.eval.study` (grid, config, resume logic) because this is the only
+part that touches models; the runner's logic is testable with a fake cell runner.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from speechlm.eval.evaluate import evaluate_model
+from speechlm.eval.model_alignment import align_checkpoint
+from speechlm.eval.study import CellSpec, StudyConfig, cell_overrides, judges_for, result_path
+from speechlm.inference.api import Synthesizer
+from speechlm.train.checkpoint import latest_checkpoint, resolve_checkpoint
+from speechlm.train.config import TrainConfig, load_train_config
+from speechlm.train.loop import train
+from speechlm.train.monitor import LOG_FILE
+
+# Item fields kept in a cell's results (the wavs stay in the run folder).
+_ITEM_KEYS = ("id", "kind", "speaker", "seen", "domain", "success", "failure", "text", "hypothesis",
+              "wer", "sim", "mos", "question", "predicted", "em", "f1", "audio_seconds")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainedCell:
+    config: TrainConfig
+    checkpoint: Path  # the final checkpoint folder
+    summary: dict[str, Any]  # TrainResult.to_json()
+    loss_curve: list[tuple[int, float]]  # (step, mean training loss of the logging window): Figure 4
+
+
+def train_cell(study: StudyConfig, cell: CellSpec, seed: int) -> TrainedCell:
+    """Train (or finish training, or reuse a finished run of) one (cell, seed)."""
+    cfg = load_train_config(cell.config, cell_overrides(study, cell, seed))
+    out = cfg.train.out_dir
+    summary_file = out / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    if summary is None or summary.get("steps") != cfg.train.max_steps:
+        summary = train(cfg, resume=latest_checkpoint(out) is not None).to_json()
+    return TrainedCell(cfg, resolve_checkpoint(out), summary, read_loss_curve(out / LOG_FILE))
+
+
+def read_loss_curve(path: Path) -> list[tuple[int, float]]:
+    """(step, loss) rows of a run's JSONL log; a resumed run's repeated steps keep their last value."""
+    if not path.is_file():
+        return []
+    points: dict[int, float] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if "loss" in row:
+            points[int(row["step"])] = float(row["loss"])
+    return sorted(points.items())
+
+
+def cell_facts(synth: Synthesizer, cfg: TrainConfig) -> dict[str, Any]:
+    """What the tables print about a cell's setup: tokenizer, Nq, token rate, g, steps per audio second."""
+    layout, codec, model = synth.layout, synth.codec, synth.model
+    nq = len(layout.cfg.streams)
+    tps = codec.frame_rate * nq  # speech tokens per second of audio the LM models (Table 1 "TPS")
+    sizes = [codec.streams[k].codebook_size for k in layout.cfg.streams]
+    return {
+        "tokenizer": synth.loaded.meta.tokenizer.get("name"),
+        "coupling": codec.coupling,
+        "codebook_size": max(sizes),
+        "codebook_sizes": sizes,
+        "nq": nq,
+        "frame_rate": codec.frame_rate,
+        "token_rate": tps,
+        "group_size": layout.group_size,
+        "steps_per_audio_second": tps / layout.group_size,  # LM decoding steps per second of speech (§2.2)
+        "speaker_aware": model.cfg.speaker_dim > 0,
+        "fusion": model.cfg.fusion,
+        "head": model.cfg.head,
+        "order": layout.cfg.order,
+        "stage": cfg.train.stage,
+        "tasks": list(cfg.data.task.tasks),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def evaluate_cell(study: StudyConfig, cell: CellSpec, seed: int, trained: TrainedCell, out: Path) -> dict[str, Any]:
+    """Generate + judge on the study's split, alignment when the cell asks; the results record."""
+    spec = cell.eval or study.eval
+    synth = Synthesizer.load(trained.checkpoint, device=study.device, generation=spec.generation, batch_size=spec.batch_size)
+    eval_dir = trained.config.train.out_dir / "eval"
+    report = evaluate_model(
+        synth, study.corpus, eval_dir, judges_for(study, spec), split=spec.split, kinds=spec.kinds, limit=spec.limit
+    )
+    result: dict[str, Any] = {
+        "label": cell.label or cell.name,
+        "tables": list(cell.tables),
+        "overrides": cell_overrides(study, cell, seed),
+        "checkpoint": str(trained.checkpoint),
+        "facts": cell_facts(synth, trained.config),
+        "train": trained.summary,
+        "loss_curve": trained.loss_curve,
+        "eval": report["summary"],
+        "items": [{k: item.get(k) for k in _ITEM_KEYS} for item in report["items"]],
+        "align": None,
+    }
+    if cell.align:
+        plot = result_path(out, cell.name, seed).with_name(f"umap_seed{seed}.png")
+        result["align"] = align_checkpoint(trained.checkpoint, study.corpus, split=spec.split, plot=plot, device=study.device)
+    return result
