@@ -70,10 +70,10 @@ class TrainResult:
     loss: float  # mean training loss of the last logging window
     val_loss: float | None
     setup_seconds: float  # tokenising/caching/encoding before the first step
-    train_seconds: float
-    positions_per_s: float  # LM positions (text tokens + speech groups) per second, whole run
-    speech_codes_per_s: float  # speech codes covered per second, whole run
-    step_seconds: float
+    train_seconds: float  # wall time of the step loop, evaluation and checkpoints included
+    positions_per_s: float  # LM positions (text tokens + speech groups) per second of training step
+    speech_codes_per_s: float  # speech codes covered per second of training step
+    step_seconds: float  # mean time of one optimizer step (data collation, forward, backward, update)
     train_sequences: int
     mean_positions: float  # mean LM positions per training sequence
     mean_speech_positions: float  # mean speech positions (groups) per training sequence
@@ -122,7 +122,10 @@ def train(
     meter = _Meter(first_step=pos.step, setup_seconds=time.perf_counter() - t0)
     try:
         while pos.step < cfg.train.max_steps:
-            stats = train_step(run.model, run.optimizer, run.scheduler, acc, next(batches), cfg.optim, pos.step + 1, end_id)
+            micro_batches = next(batches)
+            tick = time.perf_counter()
+            stats = train_step(run.model, run.optimizer, run.scheduler, acc, micro_batches, cfg.optim, pos.step + 1, end_id)
+            stats["seconds"] = time.perf_counter() - tick  # the step alone: throughput excludes eval/checkpoints
             pos.step += 1
             meter.add(stats)
             monitor.add(**stats)
@@ -181,6 +184,7 @@ class _Meter:
     setup_seconds: float
     positions: float = 0.0
     speech_codes: float = 0.0
+    step_seconds: float = 0.0  # time inside train_step only
     last: dict = field(default_factory=dict)
     val_loss: float | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -188,6 +192,7 @@ class _Meter:
     def add(self, stats: dict[str, float]) -> None:
         self.positions += stats["positions"]
         self.speech_codes += stats["speech_codes"]
+        self.step_seconds += stats["seconds"]
 
 
 def _finish(cfg: TrainConfig, run: _Run, meter: _Meter) -> TrainResult:
@@ -201,9 +206,9 @@ def _finish(cfg: TrainConfig, run: _Run, meter: _Meter) -> TrainResult:
         val_loss=meter.val_loss,
         setup_seconds=meter.setup_seconds,
         train_seconds=seconds,
-        positions_per_s=meter.positions / seconds,
-        speech_codes_per_s=meter.speech_codes / seconds,
-        step_seconds=seconds / max(run.pos.step - meter.first_step, 1),
+        positions_per_s=meter.positions / max(meter.step_seconds, 1e-9),
+        speech_codes_per_s=meter.speech_codes / max(meter.step_seconds, 1e-9),
+        step_seconds=meter.step_seconds / max(run.pos.step - meter.first_step, 1),
         train_sequences=len(examples),
         mean_positions=sum(e.length for e in examples) / len(examples),
         mean_speech_positions=sum(int(e.is_speech.sum()) for e in examples) / len(examples),

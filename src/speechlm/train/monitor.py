@@ -57,7 +57,8 @@ class Monitor:
 
     def write(self, step: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Close the window: averages, throughput; write JSONL + TensorBoard; show on the bar."""
-        seconds = time.perf_counter() - self._window_start
+        # Throughput over the steps' own time when they report it (evaluation/checkpoints excluded).
+        seconds = self._sums.pop("seconds", time.perf_counter() - self._window_start)
         n = max(self._steps, 1)
         row: dict[str, Any] = {"step": step}
         for key, total in self._sums.items():
