@@ -93,12 +93,47 @@ def test_speaker_table_round_trip(tmp_path: Path):
         SpeakerTable({"a": torch.zeros(3), "b": torch.zeros(4)})
 
 
+def test_speaker_table_from_a_code_cache_is_the_per_speaker_mean(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from speechlm.data.codes import CodeCache, UttCodes
+
+    vec = {"u1": torch.tensor([1.0, 0.0]), "u2": torch.tensor([3.0, 2.0]), "u3": torch.tensor([0.0, 5.0])}
+    items = {k: UttCodes(torch.zeros(3, 4, dtype=torch.long), v) for k, v in vec.items()}
+    cache = CodeCache(tmp_path, "f" * 64, {}, items, {"train": tuple(vec)})
+    rows = [SimpleNamespace(id="u1", speaker="ann"), SimpleNamespace(id="u2", speaker="ann"), SimpleNamespace(id="u3", speaker="ben")]
+    corpus = SimpleNamespace(tts=lambda split: rows, qa=lambda split: [])
+    table = SpeakerTable.from_code_cache(cache, corpus)
+    assert table.names == ["ann", "ben"]
+    assert table.get("ann").tolist() == [2.0, 1.0] and table.get("ben").tolist() == [0.0, 5.0]
+
+
 def test_unmodelled_streams_are_filled_with_a_constant():
     codes = torch.tensor([[[1, 2], [3, 4]]])  # [B=1, K=2, T=2] of streams (2, 0)
     full = fill_unmodelled(codes, (2, 0), num_streams=4)
     assert full.tolist() == [[[3, 4], [0, 0], [1, 2], [0, 0]]]
     with pytest.raises(ValueError, match="models 3"):
         fill_unmodelled(codes, (0, 1, 2), num_streams=4)
+
+
+def test_codecs_that_decode_stream_subsets_get_only_the_modelled_streams():
+    from speechlm import config as cfglib
+    from speechlm.inference.api import decode_modelled
+    from speechlm.tokenizers.registry import TokenizerConfig, build_tokenizer
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "codec"
+    torch.manual_seed(0)
+    decoupled = build_tokenizer(cfglib.from_dict(TokenizerConfig, cfglib.read_yaml(root / "tiny_decoupled.yaml")["tokenizer"]))
+    coupled = build_tokenizer(cfglib.from_dict(TokenizerConfig, cfglib.read_yaml(root / "tiny_coupled_rvq.yaml")["tokenizer"]))
+    codes, lengths = torch.randint(0, 32, (2, 3, 6)), torch.tensor([6, 4])
+    speaker = torch.randn(2, decoupled.speaker_dim)
+    with torch.no_grad():
+        got = decode_modelled(decoupled.eval(), codes, (0, 1, 2), lengths, speaker)
+        want = decoupled.decode_streams(codes, (0, 1, 2), lengths, speaker)  # acoustic groups absent
+        assert torch.equal(got.wav, want.wav)
+        got = decode_modelled(coupled.eval(), codes[:, :2], (0, 1), lengths, None)
+        want = coupled.decode(fill_unmodelled(codes[:, :2], (0, 1), 3), lengths)
+        assert torch.equal(got.wav, want.wav)
 
 
 def test_batch_file_writes_a_manifest_row_per_line(synth: Synthesizer, tmp_path: Path):

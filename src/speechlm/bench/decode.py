@@ -26,7 +26,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from speechlm import config as cfglib
 from speechlm.data.tasks import TaskConfig, TaskFormatter, TextPiece
-from speechlm.inference.api import fill_unmodelled
+from speechlm.inference.api import decode_modelled
 from speechlm.inference.generate import DecodeState, GenerationConfig, Generator, PromptBatch, PromptItem
 from speechlm.layout.speech import LayoutConfig, SpeechLayout
 from speechlm.layout.vocab import TEXT_SPECIALS
@@ -279,11 +279,11 @@ def _time_codec(gen: Generator, state: DecodeState, codec: SpeechTokenizer | Non
     if codec is None:
         return 0.0, 0.0
     out = gen.finish(state)
-    codes = fill_unmodelled(out.codes, gen.layout.cfg.streams, codec.num_streams).to(gen.device)
+    codes, streams = out.codes.to(gen.device), gen.layout.cfg.streams
     speaker = torch.zeros(1, codec.speaker_dim, device=gen.device) if codec.speaker_dim else None
 
     def decode(n: int) -> Callable[[], object]:
-        return lambda: codec.decode(codes[..., :n], torch.tensor([n], device=gen.device), speaker)
+        return lambda: decode_modelled(codec, codes[..., :n], streams, torch.tensor([n], device=gen.device), speaker)
 
     return _timed(decode(int(out.lengths[0])), gen.device), _timed(decode(min(packet_frames, int(out.lengths[0]))), gen.device)
 

@@ -14,9 +14,12 @@ exactly the context format the model learnt:
   and the model writes the text answer, ``[ua]``, then the speech (study Appendix G.3).
 
 **Streams the LM does not model** (e.g. the acoustic-detail streams of a decoupled codec when the
-layout keeps prosody + content, study Appendix E.2) are filled with code 0 for every frame before
-``tokenizer.decode``: a constant, content-free choice that never leaks information the model did
-not generate. A codec trained with stream dropout decodes such input as "no detail".
+layout keeps prosody + content, study Appendix E.2): a codec that can decode a subset of its
+streams (``decode_streams``, as the in-house decoupled codec does: absent groups contribute nothing
+and the timbre vector stands in for the acoustic detail, which that codec is trained for with
+acoustic dropout) gets just the modelled streams. Any other codec gets the missing streams filled
+with code 0 for every frame before ``tokenizer.decode``: a constant, content-free choice that never
+leaks information the model did not generate.
 """
 
 from __future__ import annotations
@@ -29,13 +32,13 @@ import numpy as np
 import torch
 
 from speechlm.audio import load_audio
-from speechlm.data.codes import tokenizer_fingerprint
+from speechlm.data.codes import cache_dir_for, tokenizer_fingerprint
 from speechlm.data.tasks import SpeakerPiece, SpeechPiece, Task, TaskFormatter, TextPiece
 from speechlm.inference.generate import GenerationConfig, GenerationOutput, Generator, PromptBatch, PromptItem
-from speechlm.inference.speakers import SpeakerTable
+from speechlm.inference.speakers import SpeakerTable, table_for_checkpoint
 from speechlm.layout.vocab import SPEAKER_PLACEHOLDER
 from speechlm.runtime import resolve_device
-from speechlm.tokenizers.base import SpeechTokenizer
+from speechlm.tokenizers.base import DecodedAudio, SpeechTokenizer
 from speechlm.train.build import build_speech_tokenizer
 from speechlm.train.checkpoint import LoadedSLM, load_slm
 
@@ -60,6 +63,16 @@ class SpeechResult:
     @property
     def audio_seconds(self) -> float:
         return len(self.wav) / self.sample_rate
+
+
+def decode_modelled(
+    codec: SpeechTokenizer, codes: torch.Tensor, streams: Sequence[int], lengths: torch.Tensor, speaker: torch.Tensor | None
+) -> DecodedAudio:
+    """Audio from the LM's codes ``[B,K,T]`` of tokenizer streams ``streams``, lengths ``[B]`` frames
+    (see the module docstring for the streams the LM does not model)."""
+    if len(streams) < codec.num_streams and hasattr(codec, "decode_streams"):
+        return codec.decode_streams(codes, tuple(streams), lengths, speaker)
+    return codec.decode(fill_unmodelled(codes, streams, codec.num_streams), lengths, speaker)
 
 
 def fill_unmodelled(codes: torch.Tensor, streams: Sequence[int], num_streams: int, fill: int = 0) -> torch.Tensor:
@@ -112,7 +125,12 @@ class Synthesizer:
                 f"the speech tokenizer {loaded.config.tokenizer} is not the one {loaded.path} was trained on "
                 f"(fingerprint {tokenizer_fingerprint(codec)[:12]} != {loaded.meta.tokenizer_fingerprint[:12]})"
             )
-        return cls(loaded, codec, SpeakerTable.load(loaded.path), generation, batch_size)
+        speakers = SpeakerTable.load(loaded.path)
+        if codec.speaker_dim and not len(speakers):
+            data = loaded.config.data
+            cache = cache_dir_for(data.cache_dir, codec, loaded.meta.tokenizer_fingerprint)
+            speakers = table_for_checkpoint(loaded.path, data.corpus, data.train_split, cache)
+        return cls(loaded, codec, speakers, generation, batch_size)
 
     @property
     def uses_speaker(self) -> bool:
@@ -201,12 +219,12 @@ class Synthesizer:
         wavs: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(texts)
         keep = (out.lengths > 0).nonzero().squeeze(-1).tolist()
         if keep:
-            codes = fill_unmodelled(out.codes[keep], self.layout.cfg.streams, self.codec.num_streams)
+            codes = out.codes[keep]
             speaker = None
             if self.codec.speaker_dim:
                 assert voice.vector is not None
                 speaker = voice.vector[None].expand(len(keep), -1).to(codes.device)
-            decoded = self.codec.decode(codes, out.lengths[keep].to(codes.device), speaker)
+            decoded = decode_modelled(self.codec, codes, self.layout.cfg.streams, out.lengths[keep].to(codes.device), speaker)
             for j, b in enumerate(keep):
                 wavs[b] = decoded.wav[j, : int(decoded.lengths[j])].float().cpu().numpy()
         return [

@@ -5,8 +5,9 @@ extractor (FACodec, Appendix B) placed at the prompt's speaker placeholder. A si
 vector carries its own recording quirks, so a *named* speaker (``speechlm tts --speaker NAME``,
 ``speechlm ask --role NAME``) is the mean vector over that speaker's training utterances -- the
 same ``speaker_mean`` the data pipeline can train with (``data.codes.speaker_means``). The table is
-saved beside the model as ``speakers.safetensors``; a reference recording (``--ref WAV``) goes
-through the tokenizer's timbre encoder instead.
+saved beside the model as ``speakers.safetensors`` -- rebuilt from the training run's code cache
+and written there the first time a checkpoint without one is loaded (:func:`table_for_checkpoint`).
+A reference recording (``--ref WAV``) goes through the tokenizer's timbre encoder instead.
 
 The same vector also drives the codec's decoder when the codec needs one (``speaker_dim > 0``),
 whether or not the LM itself is speaker-aware.
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from speechlm.data.codes import CodeCache, speaker_means
+from speechlm.data.codes import INDEX_FILE, CodeCache, open_code_cache, speaker_means
 from speechlm.data.manifest import Corpus
 
 SPEAKERS_FILE = "speakers.safetensors"
@@ -81,3 +82,16 @@ class SpeakerTable:
         if not path.is_file():
             return cls({})
         return cls(dict(load_file(str(path))))
+
+
+def table_for_checkpoint(checkpoint: str | Path, corpus: Path, split: str, cache_root: Path) -> SpeakerTable:
+    """The table saved in ``checkpoint``; failing that, the means over ``split`` of the training
+    run's code cache ``cache_root`` (a ``data.codes`` cache folder), saved into the checkpoint for
+    next time; failing that (cache or corpus gone), an empty table."""
+    table = SpeakerTable.load(checkpoint)
+    if len(table) or not (cache_root / INDEX_FILE).is_file() or not corpus.is_dir():
+        return table
+    table = SpeakerTable.from_code_cache(open_code_cache(cache_root), Corpus.open(corpus), split)
+    if len(table):
+        table.save(checkpoint)
+    return table
