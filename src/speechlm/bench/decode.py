@@ -49,7 +49,8 @@ from speechlm.tokenizers.registry import TokenizerConfig, build_tokenizer, load_
 # Backbone shapes (random weights: speed does not depend on their values) and text vocabularies.
 MODELS: dict[str, tuple[BackboneConfig, int]] = {
     "tiny": (BackboneConfig(), 128),
-    "demo": (BackboneConfig(hidden_size=384, num_layers=6, num_heads=6, num_kv_heads=2, intermediate_size=1152), 256),
+    # The demo preset's backbone (configs/slm/demo_*.yaml).
+    "demo": (BackboneConfig(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=768), 256),
     # Qwen2.5-0.5B's shape, the study's backbone (§4): 24 layers, D=896, 14 heads / 2 KV heads.
     "qwen0.5b": (
         BackboneConfig(
