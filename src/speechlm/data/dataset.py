@@ -4,7 +4,7 @@ Every example is tokenised once, up front, from the cached codes (``data.codes``
 through the text tokenizer, speech pieces through the :class:`SpeechLayout` (FWI/CWI + MTP groups,
 END after the last token), the speaker piece as the placeholder id. One sequence position holds
 either one text token or one speech *group* of G ids (study §2.2: each hidden state reads a fused
-group and predicts the next one), so MTP's speech sequence is G/K times shorter than NTP's.
+group and predicts the next one), so MTP-g's speech sequence is g times shorter than NTP's (g = G).
 
 Batches are cut by :class:`BucketBatchSampler`: shuffled, then sorted by length inside windows of
 a few dozen batches so padding stays small, then the batch order is shuffled again. The batch plan

@@ -2,8 +2,8 @@
 
 Only the main process logs. Throughput is measured over each logging window, in LM positions per
 second (what the backbone processes: text tokens + speech groups) and speech codes per second (what
-the speech covers) — for MTP the second is G/K times the first on speech, which is the point of it
-(study §2.2).
+the speech covers). Each speech position carries G codes, so MTP covers G times more speech per
+position than NTP — the point of it (study §2.2).
 """
 
 from __future__ import annotations
