@@ -255,9 +255,8 @@ class Generator:
     def step(self, state: DecodeState) -> None:
         """Choose every active item's next text token or speech group, then (unless every item is
         done) run the backbone on that one new position."""
-        B, G, L = state.phase.shape[0], self.layout.group_size, state.length
-        if L >= state.input_ids.shape[1] and not state.done:
-            raise AssertionError("decoding ran past its preallocated length")  # budgets make this impossible
+        L = state.length
+        assert L < state.input_ids.shape[1], "decoding ran past its preallocated length (budgets prevent this)"
         new_speech = state.phase == SPEECH  # the new position holds a speech group unless it is a text token
         text_rows = (state.phase == TEXT).nonzero().squeeze(-1)
         speech_rows = new_speech.nonzero().squeeze(-1)
@@ -335,7 +334,9 @@ class Generator:
         n_groups = state.num_groups[rows]
         logits = self.model.speech_head(state.hidden[rows]).float()  # [n,G,V]
         logits = logits.masked_fill(~self._masks[n_groups % self._masks.shape[0]], float("-inf"))
-        history = state.history[rows, : state.steps * G]
+        # Only the penalty window is read (constant work per step, however long the speech).
+        window = self.cfg.sampling.penalty_window * self.layout.num_streams
+        history = state.history[rows, max(0, state.steps * G - window) if window else 0 : state.steps * G]
         ids = choose(logits, history, self._speech_procs, self.cfg.sampling.do_sample, self._rng)  # [n,G]
         # Everything after the first END of a group is PAD (layout.mtp.group's convention).
         after_end = (ids == end).long().cumsum(-1) - (ids == end).long() > 0
