@@ -85,11 +85,24 @@ def test_slot_vocab_agrees_with_the_layouts_stream_masks(group_size):
         assert torch.equal(sv.allowed(), layout.allowed_mask(step))
 
 
-def test_no_fixed_slots_means_full_vocabulary():
+def test_ntp_fwi_slots_cycle_with_the_step_like_the_layout():
+    """NTP over K=3 streams under FWI: full-vocabulary weights, but the stream the slot carries
+    cycles p, c0, c1 with the step; masking by that cycle reproduces the layout's masks exactly."""
     layout = SpeechLayout(LayoutConfig(streams=(0, 1, 2), order="fwi", group_size=1), SIZES, ("p", "c0", "c1"))
     sv = SlotVocab.from_layout(layout, 1)
-    assert sv.is_full and sv.vocab_size == sum(SIZES) + 2
-    assert torch.isfinite(SpeechHead(16, sv)(torch.randn(2, 16))).all()
+    assert sv.is_full and len(sv.phases) == 3
+    head = SpeechHead(16, sv)
+    masked = head.mask_steps(head(torch.randn(7, 16)), torch.arange(7))
+    for step in range(7):
+        assert torch.equal(torch.isfinite(masked[step]), layout.allowed_mask(step)), step
+
+
+def test_chunkwise_slots_are_full_and_unmasked():
+    layout = SpeechLayout(LayoutConfig(streams=(0, 1, 2), order="cwi", group_size=1), SIZES, ("p", "c0", "c1"))
+    sv = SlotVocab.from_layout(layout, 1)
+    assert sv.is_full and sv.phases == () and sv.vocab_size == sum(SIZES) + 2
+    head = SpeechHead(16, sv)
+    assert torch.isfinite(head.mask_steps(head(torch.randn(2, 16)), torch.tensor([0, 1]))).all()
 
 
 def test_bad_slot_configurations():

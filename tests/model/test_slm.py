@@ -6,7 +6,9 @@ import torch.nn.functional as F
 from conftest import END, PAD, SPEECH_VOCAB, TEXT_VOCAB, make_batch, make_model
 
 from speechlm.config import from_dict, to_dict
+from speechlm.layout.speech import LayoutConfig, SpeechLayout
 from speechlm.model.batch import IGNORE_INDEX
+from speechlm.model.heads import SlotVocab
 from speechlm.model.slm import SLMConfig
 
 
@@ -127,7 +129,7 @@ def test_bad_batches_get_clear_errors(batch):
         model(_bad(batch, input_ids=ids))
     labels = batch.speech_labels.clone()
     labels[0, 8, 1] = 2  # a stream-0 code in slot 1 (stream 1)
-    with pytest.raises(ValueError, match="outside slot 1's stream vocabulary"):
+    with pytest.raises(ValueError, match=r"speech_labels\[0, 8, 1\] = 2 is outside the stream vocabulary slot 1"):
         model(_bad(batch, speech_labels=labels))
     text_labels = batch.text_labels.clone()
     text_labels[0, 8] = 3
@@ -191,3 +193,30 @@ def test_bf16_autocast_training_step_is_finite(batch):
     assert torch.isfinite(out.loss)
     assert torch.isinf(out.speech_logits).any()  # masked slots survive the low-precision matmuls
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def ntp_fwi_model_and_batch():
+    """NTP over K=3 streams, frame-wise: speech steps cycle p, c0, c1 (stream = step % 3)."""
+    layout = SpeechLayout(LayoutConfig(streams=(0, 1, 2), order="fwi", group_size=1), (8, 8, 8), ("p", "c0", "c1"))
+    model = make_model(1, fusion="mean", slots=SlotVocab.from_layout(layout, 1))
+    batch = make_batch(group_size=1, lengths=(12, 10))
+    steps = batch.speech_steps()
+    ids = batch.speech_ids.clone()
+    cycled = ids[..., 0] % 8 + (steps % 3) * 8
+    ids[..., 0] = torch.where(batch.is_speech & (ids[..., 0] != END), cycled, ids[..., 0])
+    labels = ids.where(batch.is_speech.unsqueeze(-1), IGNORE_INDEX)
+    return model, dataclasses.replace(batch, speech_ids=ids, speech_labels=labels), layout
+
+
+def test_ntp_fwi_predictions_are_masked_to_the_next_steps_stream():
+    model, batch, layout = ntp_fwi_model_and_batch()
+    steps = batch.speech_steps()
+    assert steps[0].tolist() == [-1] * 6 + [0, 1, 2, 3, 4, 5]
+    out = model(batch)
+    for s in range(5, 11):  # hidden s predicts speech position s+1 (step s-5): its stream's slice + END/PAD
+        assert torch.equal(torch.isfinite(out.speech_logits[0, s]), layout.allowed_mask(s - 5)), s
+    torch.testing.assert_close(model(batch, return_logits=False).loss, out.loss)
+    labels = batch.speech_labels.clone()
+    labels[0, 7, 0] = 0  # a prosody code where the step carries content stream 0
+    with pytest.raises(ValueError, match=r"speech_labels\[0, 7, 0\] = 0 is outside the stream vocabulary"):
+        model(dataclasses.replace(batch, speech_labels=labels))

@@ -67,6 +67,13 @@ class SLMBatch:
     def group_size(self) -> int:
         return self.speech_ids.shape[-1]
 
+    def speech_steps(self) -> Tensor:
+        """[B,S] long: each speech position's index within its run of speech positions (0 at the
+        first group after text; the layout's group index). Text positions get -1."""
+        positions = torch.arange(self.seq_len, device=self.is_speech.device).expand_as(self.is_speech)
+        last_text = positions.masked_fill(self.is_speech, -1).cummax(dim=1).values
+        return (positions - last_text - 1).masked_fill(~self.is_speech, -1)
+
     def to(self, device: torch.device | str) -> SLMBatch:
         """A copy with every tensor on ``device`` (non-blocking where the source is pinned)."""
         moved = {

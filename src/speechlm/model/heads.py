@@ -14,10 +14,14 @@ each slot's softmax runs over that stream's codes plus END/PAD. Here all slots a
   the worst head in Table 6; mixing across slots keeps ``speech_head(h)`` a function of ``h_s`` alone.
 
 ``SlotVocab`` says which global speech ids each slot may emit. When the layout fixes a slot's
-stream (FWI with ``g % K == 0``) each slot gets weights only for its stream + END + PAD (Eq. 3);
-otherwise (NTP over several streams, chunk-wise order) every slot spans the whole speech
-vocabulary, as in the study's NTP model (Fig. 2a: single vocabulary, single head). Either way the
-head returns ``[..., G, Vs]`` logits over the global vocabulary, with ``-inf`` outside a slot's ids.
+stream (FWI with ``g % K == 0``) each slot gets weights only for its stream + END + PAD (Eq. 3).
+Otherwise every slot has weights for the whole speech vocabulary, as in the study's NTP model
+(Fig. 2a: single vocabulary, single head); under FWI the stream a slot carries still follows a
+fixed cycle of LM speech steps (NTP over K streams: p, c1, c2, p, ...), so the SLM masks each
+prediction to its stream's rows at training time (:meth:`SpeechHead.mask_steps`) -- which is
+Eq. 3 again, the split projection being those rows of the full one. Under chunk-wise order the
+stream depends on the utterance length, so slots stay unmasked (the generator masks with the
+layout). The head returns ``[..., G, Vs]`` logits, ``-inf`` outside a slot's ids.
 """
 
 from __future__ import annotations
@@ -42,8 +46,16 @@ class _Vocab(Protocol):  # what SlotVocab.from_layout reads of layout.SpeechVoca
     def stream_slice(self, k: int) -> slice: ...
 
 
+class _LayoutConfig(Protocol):
+    order: str
+
+
 class _Layout(Protocol):  # what SlotVocab.from_layout reads of layout.SpeechLayout
     vocab: _Vocab
+    cfg: _LayoutConfig
+
+    @property
+    def num_streams(self) -> int: ...
 
     def slot_streams(self) -> tuple[int, ...] | None: ...
 
@@ -52,8 +64,10 @@ class _Layout(Protocol):  # what SlotVocab.from_layout reads of layout.SpeechLay
 class SlotVocab:
     """Global speech ids each of the ``G`` head slots may emit."""
 
-    ids: tuple[tuple[int, ...], ...]  # [G][Vslot_g] sorted global speech ids
+    ids: tuple[tuple[int, ...], ...]  # [G][Vslot_g] sorted global speech ids (the head's weights)
     vocab_size: int  # Vs, the global speech vocabulary
+    # [P][G][...] ids slot g may emit at LM speech step j with j % P == phase; () = always `ids`.
+    phases: tuple[tuple[tuple[int, ...], ...], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -61,6 +75,11 @@ class SlotVocab:
         for g, slot in enumerate(self.ids):
             if not slot or min(slot) < 0 or max(slot) >= self.vocab_size or len(set(slot)) != len(slot):
                 raise ValueError(f"slot {g}'s ids must be distinct ids in [0, {self.vocab_size})")
+        if self.phases and not self.is_full:
+            raise ValueError("step-dependent slot vocabularies (phases) need full-vocabulary slots")
+        for phase in self.phases:
+            if len(phase) != self.group_size:
+                raise ValueError(f"every phase needs {self.group_size} slots, got {len(phase)}")
 
     @classmethod
     def full(cls, group_size: int, vocab_size: int) -> SlotVocab:
@@ -74,15 +93,27 @@ class SlotVocab:
 
     @classmethod
     def from_layout(cls, layout: _Layout, group_size: int) -> SlotVocab:
-        """Per-stream slots when the layout fixes each slot's stream, else full-vocabulary slots."""
+        """Per-stream slots when the layout fixes each slot's stream; under FWI otherwise,
+        full-vocabulary slots with the layout's cycle of per-step streams; else plain full slots."""
         vocab = layout.vocab
+
+        def own(k: int) -> tuple[int, ...]:  # stream k's ids + END + PAD (Eq. 3)
+            return (*range(vocab.stream_slice(k).start, vocab.stream_slice(k).stop), vocab.end_id, vocab.pad_id)
+
         streams = layout.slot_streams()
-        if streams is None:
-            return cls.full(group_size, vocab.size)
-        if len(streams) != group_size:
-            raise ValueError(f"layout has {len(streams)} slots per group but the model's group_size is {group_size}")
-        ranges = [(vocab.stream_slice(k).start, vocab.stream_slice(k).stop) for k in streams]
-        return cls.per_stream(ranges, vocab.end_id, vocab.pad_id, vocab.size)
+        if streams is not None:
+            if len(streams) != group_size:
+                raise ValueError(f"layout has {len(streams)} slots per group but the model's group_size is {group_size}")
+            return cls(ids=tuple(own(k) for k in streams), vocab_size=vocab.size)
+        full = cls.full(group_size, vocab.size)
+        if layout.cfg.order != "fwi":
+            return full
+        # FWI: slot s of step j carries token j*G + s of the frame-wise stream, stream (j*G + s) % K,
+        # a cycle of K / gcd(G, K) steps.
+        k = layout.num_streams
+        period = k // math.gcd(group_size, k)
+        phases = tuple(tuple(own((j * group_size + s) % k) for s in range(group_size)) for j in range(period))
+        return cls(ids=full.ids, vocab_size=vocab.size, phases=phases)
 
     @property
     def group_size(self) -> int:
@@ -94,9 +125,18 @@ class SlotVocab:
         return all(slot == everything for slot in self.ids)
 
     def allowed(self) -> Tensor:
-        """[G,Vs] bool: which ids each slot may emit."""
-        mask = torch.zeros(self.group_size, self.vocab_size, dtype=torch.bool)
-        for g, slot in enumerate(self.ids):
+        """[G,Vs] bool: which ids each slot's weights cover."""
+        return self._mask(self.ids)
+
+    def phase_allowed(self) -> Tensor:
+        """[P,G,Vs] bool: which ids each slot may emit at each phase of the step cycle (P may be 0)."""
+        if not self.phases:
+            return torch.zeros(0, self.group_size, self.vocab_size, dtype=torch.bool)
+        return torch.stack([self._mask(phase) for phase in self.phases])
+
+    def _mask(self, slots: tuple[tuple[int, ...], ...]) -> Tensor:
+        mask = torch.zeros(len(slots), self.vocab_size, dtype=torch.bool)
+        for g, slot in enumerate(slots):
             mask[g, list(slot)] = True
         return mask
 
@@ -131,6 +171,8 @@ class SpeechHead(nn.Module):
         self.register_buffer("local_index", local_index, persistent=False)
         self.register_buffer("dead_columns", columns == vs, persistent=False)
         self.has_dead_columns = bool(self.dead_columns.any())
+        self.register_buffer("phase_allowed", slots.phase_allowed(), persistent=False)  # [P,G,Vs]
+        self.num_phases = len(slots.phases)
 
         self.trunk_mlp: nn.Linear | None = None
         self.slot_queries: nn.Parameter | None = None
@@ -179,6 +221,22 @@ class SpeechHead(nn.Module):
         else:
             logits = torch.einsum("...gf,gwf->...gw", self.slot_features(hidden), self.weight) + self.bias
         return logits.masked_fill(self.dead_columns, float("-inf")) if self.has_dead_columns else logits
+
+    def mask_steps(self, logits: Tensor, steps: Tensor) -> Tensor:
+        """-inf where slot g may not emit at LM speech step ``steps`` [...] (logits [...,G,Vs]);
+        a no-op unless the slot vocabulary cycles with the step (FWI with ``G % K != 0``)."""
+        if self.num_phases == 0:
+            return logits
+        return logits.masked_fill(~self.phase_allowed[steps % self.num_phases], float("-inf"))
+
+    def can_emit(self, labels: Tensor, steps: Tensor) -> Tensor:
+        """[...,G] global ids, [...] speech steps -> [...,G] bool: the slot may emit that id then."""
+        slot = torch.arange(self.group_size, device=labels.device)
+        ids = labels.clamp(min=0)
+        ok = self.local_index[slot, ids] >= 0
+        if self.num_phases:
+            ok &= self.phase_allowed[(steps % self.num_phases).unsqueeze(-1), slot, ids]
+        return ok
 
     def to_local(self, labels: Tensor) -> Tensor:
         """[...,G] global speech ids (or -100) -> their columns in :meth:`slot_logits` (or -100)."""

@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechlm.model.backbone import Backbone, BackboneConfig
@@ -148,14 +149,19 @@ class SLM(nn.Module):
         # Hidden state s predicts position s+1 (shift once, here, for both heads).
         text_targets, speech_targets = batch.text_labels[:, 1:], batch.speech_labels[:, 1:]
         text_rows, speech_rows = masked_positions(text_targets), masked_positions(speech_targets)
+        next_steps = F.pad(batch.speech_steps()[:, 1:], (0, 1), value=-1)  # step of position s+1
         text_logits = speech_logits = None
         if return_logits:
-            text_logits, speech_logits = self.text_head(hidden), self.speech_head(hidden)
+            text_logits = self.text_head(hidden)
+            speech_logits = self.speech_head.mask_steps(self.speech_head(hidden), next_steps)
             text_sel, speech_sel = text_logits[:, :-1][text_rows], speech_logits[:, :-1][speech_rows]
             speech_sel_targets = speech_targets[speech_rows]
         else:
             prev = hidden[:, :-1]
-            text_sel, speech_sel = self.text_head(prev[text_rows]), self.speech_head.slot_logits(prev[speech_rows])
+            text_sel = self.text_head(prev[text_rows])
+            speech_sel = self.speech_head.mask_steps(
+                self.speech_head.slot_logits(prev[speech_rows]), next_steps[:, :-1][speech_rows]
+            )
             speech_sel_targets = self.speech_head.to_local(speech_targets[speech_rows])
         l_text, text_acc = text_loss(text_sel, text_targets[text_rows])
         l_speech = speech_loss(speech_sel, speech_sel_targets)
@@ -198,12 +204,13 @@ def check_batch(model: SLM, batch: SLMBatch) -> None:
     if bool((masked_positions(batch.speech_labels) & ~batch.is_speech).any()):
         raise ValueError("SLMBatch.speech_labels has a label at a text position (is_speech=False)")
     labels = batch.speech_labels
-    valid = labels != IGNORE_INDEX
-    slot = torch.arange(cfg.group_size, device=labels.device)
-    allowed = model.speech_head.allowed.flatten()[slot * vs + labels.clamp(min=0)]
-    if bool((valid & ~allowed).any()):
-        g = int(valid.logical_and(~allowed).nonzero()[0, -1])
-        raise ValueError(f"SLMBatch.speech_labels has an id outside slot {g}'s stream vocabulary (Eq. 3)")
+    wrong = (labels != IGNORE_INDEX) & ~model.speech_head.can_emit(labels, batch.speech_steps())
+    if bool(wrong.any()):
+        b, s, g = (int(i) for i in wrong.nonzero()[0])
+        raise ValueError(
+            f"SLMBatch.speech_labels[{b}, {s}, {g}] = {int(labels[b, s, g])} is outside the stream "
+            f"vocabulary slot {g} carries there (Eq. 3)"
+        )
     _check_speaker(cfg, batch)
 
 
