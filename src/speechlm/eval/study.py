@@ -214,12 +214,11 @@ def cell_overrides(study: StudyConfig, cell: CellSpec, seed: int) -> list[str]:
         "train.tensorboard=false",
     ]
     if cell.tokenizer:
-        source = Path(cell.tokenizer)
-        kind = "checkpoint" if source.is_dir() else "config"
-        if kind == "config" and not source.is_file():
-            raise FileNotFoundError(f"cell {cell.name!r}: tokenizer {source} is neither a tokenizer folder nor a codec YAML")
-        other = "config" if kind == "checkpoint" else "checkpoint"
-        over += [f"tokenizer.{kind}={source}", f"tokenizer.{other}=null"]
+        # A codec YAML builds a random-init tokenizer (smoke runs); anything else is a trained tokenizer's folder,
+        # which need not exist yet when the grid is written (codecs ship separately; training checks it).
+        is_yaml = Path(cell.tokenizer).suffix in (".yaml", ".yml")
+        kind, other = ("config", "checkpoint") if is_yaml else ("checkpoint", "config")
+        over += [f"tokenizer.{kind}={cell.tokenizer}", f"tokenizer.{other}=null"]
     if cell.init_from:
         over.append(f"train.init_from={run_dir(study, cell.init_from, seed)}")
     return [*over, *cell.overrides]  # the cell's own overrides win
