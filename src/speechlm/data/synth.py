@@ -364,6 +364,8 @@ Fact categories (domain): {cats}.
 
 def _prepare_out(out: Path) -> None:
     """Create ``out``; rebuild a previous corpus in place, but never clobber an unrelated folder."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {out} is a file, not a folder")
     if out.exists() and any(out.iterdir()):
         if not (out / "corpus.json").is_file():
             raise ValueError(f"output folder {out} is not empty and holds no corpus.json; choose another --out")

@@ -10,6 +10,7 @@ Every engine is deterministic, so the same text and voice give byte-identical au
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import yaml
 
 from speechlm.audio import load_audio, peak_normalize, resample, save_audio
 from speechlm.config import from_dict
@@ -48,6 +50,9 @@ class VoiceSpec:
     speed: int | None = None  # espeak -s, words per minute
 
     def __post_init__(self) -> None:
+        if self.engine == "festival" and not re.fullmatch(r"[a-z0-9_]+", self.voice):
+            # The name is spliced into a Scheme expression, `(voice_NAME)`.
+            raise ValueError(f"speaker {self.name!r}: festival voice {self.voice!r} is not a plain voice name")
         if self.engine == "flite" and self.voice not in FLITE_VOICES:
             # flite silently falls back to its default voice for an unknown name.
             raise ValueError(f"speaker {self.name!r}: flite voice {self.voice!r} is not one of {FLITE_VOICES}")
@@ -103,8 +108,6 @@ class VoiceTable:
 
 def load_voice_table(path: str | Path | None = None) -> VoiceTable:
     """The voice table from YAML (default: the packaged ``resources/voices.yaml``)."""
-    import yaml
-
     if path is None:
         text = resources.files("speechlm.data").joinpath("resources/voices.yaml").read_text()
         source = "speechlm/data/resources/voices.yaml"
