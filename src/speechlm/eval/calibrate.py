@@ -20,7 +20,6 @@ voices than on espeak-ng's formant synthesis (OFFLINE.md), so the clean-WER boun
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -194,11 +193,3 @@ def format_report(result: dict[str, Any]) -> str:
     out += "\nChecks: " + ", ".join(f"{k}={'—' if v is None else ('pass' if v else 'FAIL')}" for k, v in checks.items()) + "\n"
     return out
 
-
-def write_json(result: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path

@@ -6,7 +6,9 @@ as an em dash, never as 0, mirroring the JSON's ``null``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 # Figures that are rates are printed as percentages (the study's tables do the same for WER).
@@ -51,3 +53,13 @@ def summary_table(summary: Mapping[str, Any], title: str = "") -> str:
     if failures:
         out += "Failures: " + ", ".join(f"{k} ×{v}" for k, v in failures.items()) + ".\n"
     return out
+
+
+def write_json(obj: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a report as indented JSON, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -44,6 +44,7 @@ from speechlm.eval.metrics import (
     normalize_text,
     word_errors,
 )
+from speechlm.eval.report import summary_table, write_json
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,10 @@ class EvalResult:
     def to_json(self) -> dict[str, Any]:
         return {"summary": self.summary, "items": self.items}
 
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
+    def write(self, path: str | Path) -> Path:
+        """``path`` gets the JSON; a markdown summary table goes beside it (``.md``)."""
+        path = write_json(self.to_json(), path)
+        path.with_suffix(".md").write_text(summary_table(self.summary, title=path.stem), encoding="utf-8")
         return path
 
 
@@ -195,17 +194,19 @@ class Evaluator:
         item.update(audio=None if row.audio is None else str(row.audio), hypothesis=None, wer=None, sim=None, mos=None)
         if row.pred_answer is not None and row.gold_answer:
             item["em"], item["f1"] = exact_match_f1(row.pred_answer, row.gold_answer)
-        wav, load_error = None, None
+        wav, load_error, unreadable = None, None, False
         if row.audio is not None:
             try:
                 wav = load_audio(row.audio, JUDGE_SAMPLE_RATE).wav
-            except (AudioError, FileNotFoundError) as err:
+            except FileNotFoundError as err:  # a missing file is missing audio
                 load_error = str(err)
+            except AudioError as err:  # a file that exists but cannot be decoded
+                load_error, unreadable = str(err), True
         check = check_success(wav, JUDGE_SAMPLE_RATE, finished=row.finished, text=row.text, criteria=self.criteria)
         item["success"] = check.ok
-        unreadable = load_error is not None and check.code == "no_audio"
-        item["failure"] = "unreadable" if unreadable else check.code
-        item["failure_reason"] = load_error if unreadable else check.reason
+        explained = load_error is not None and check.code == "no_audio"  # the load error says why
+        item["failure"] = "unreadable" if explained and unreadable else check.code
+        item["failure_reason"] = load_error if explained else check.reason
         item["audio_seconds"] = None if wav is None else len(wav) / JUDGE_SAMPLE_RATE
         counts = self._judge(row, wav, item) if check.ok else None
         return item, counts

@@ -25,9 +25,11 @@ from typing import Literal
 
 import numpy as np
 
+from speechlm.audio import rms_db
 from speechlm.eval.judges.base import JUDGE_SAMPLE_RATE, prepare_wav, require_dir, to_pcm16
 
 MIN_SECONDS = 0.05  # below one 50 ms window no recogniser produces anything meaningful
+SILENCE_DBFS = -70.0  # quieter clips hold no speech; pocketsphinx would still emit a word ("the")
 
 
 class AsrJudge(abc.ABC):
@@ -118,6 +120,8 @@ class PocketsphinxJudge(AsrJudge):
 
     def transcribe(self, wav: np.ndarray) -> str:
         wav = prepare_wav(wav, self.name, MIN_SECONDS)
+        if rms_db(wav) < SILENCE_DBFS:
+            return ""
         dec = self._decoder
         dec.start_utt()
         dec.process_raw(to_pcm16(wav), full_utt=True)  # whole utterance: batch CMN over the clip
