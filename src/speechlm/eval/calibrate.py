@@ -33,7 +33,7 @@ from speechlm.audio import load_audio
 from speechlm.config import to_dict
 from speechlm.eval.judges import JUDGE_SAMPLE_RATE, AsrJudge, JudgesConfig, PocketsphinxConfig, PocketsphinxJudge, build_judges
 from speechlm.eval.metrics import ErrorCounts, cosine, equal_error_rate, word_errors
-from speechlm.eval.report import markdown_table
+from speechlm.eval.report import format_value, markdown_table
 
 CLEAN_MAX_WER = 0.03  # domain-LM WER on flite/festival ground truth must not exceed this
 SCRAMBLED_MIN_WER = 0.80  # ... and on reversed / block-shuffled copies must reach at least this
@@ -184,12 +184,10 @@ def _checks(summary: dict[str, Any]) -> dict[str, bool | None]:
 
 
 def format_report(result: dict[str, Any]) -> str:
-    """Markdown: the per-speaker table and the summary."""
+    """Markdown: the per-speaker table, then the summary as (figure, value) rows and the checks."""
     rows = result["speakers"]
     cols = [c for c in ("speaker", "engine", "n", "wer_clean", "wer_reversed", "wer_shuffled", "wer_general", "mos") if c in rows[0]]
-    summary = {k: v for k, v in result["summary"].items() if k != "checks"}
-    out = markdown_table(rows, cols) + "\n" + markdown_table([summary])
+    figures = [{"figure": k, "value": format_value(k, v)} for k, v in result["summary"].items() if k != "checks"]
     checks = result["summary"]["checks"]
-    out += "\nChecks: " + ", ".join(f"{k}={'—' if v is None else ('pass' if v else 'FAIL')}" for k, v in checks.items()) + "\n"
-    return out
-
+    verdicts = ", ".join(f"{k}={'—' if v is None else ('pass' if v else 'FAIL')}" for k, v in checks.items())
+    return markdown_table(rows, cols) + "\n" + markdown_table(figures) + f"\nChecks: {verdicts}\n"
