@@ -76,8 +76,12 @@ _KNOWN = {"id", "text", "audio", "ref_audio", "speaker", "seen", "finished", "se
 
 
 def _typed(row: dict[str, Any], key: str, types: tuple[type, ...], where: str) -> Any:
+    """``row[key]`` (None when absent) after checking its JSON type."""
     value = row.get(key)
-    if value is not None and (not isinstance(value, types) or isinstance(value, bool) and bool not in types):
+    if value is None:
+        return None
+    # bool is an int subclass in Python: accept true/false only where a bool is asked for.
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         raise ValueError(f"{where}: {key!r} must be {' or '.join(t.__name__ for t in types)}, got {value!r}")
     return value
 
@@ -90,8 +94,12 @@ def parse_row(row: dict[str, Any], base: Path, where: str) -> EvalRow:
         raise ValueError(f"{where}: missing or empty 'id'")
     if not isinstance(row.get("text"), str):
         raise ValueError(f"{where}: 'text' (the reference) must be a string")
+
+    def path(key: str) -> Path | None:
+        value = _typed(row, key, (str,), where)
+        return None if value is None else base / value
+
     gold = _typed(row, "gold_answer", (str, list), where)
-    path = lambda key: None if row.get(key) is None else base / str(_typed(row, key, (str,), where))  # noqa: E731
     return EvalRow(
         id=row["id"],
         text=row["text"],
@@ -99,7 +107,7 @@ def parse_row(row: dict[str, Any], base: Path, where: str) -> EvalRow:
         ref_audio=path("ref_audio"),
         speaker=_typed(row, "speaker", (str,), where),
         seen=_typed(row, "seen", (bool,), where),
-        finished=row.get("finished", True) is not False,
+        finished=_typed(row, "finished", (bool,), where) is not False,
         seconds=_typed(row, "seconds", (int, float), where),
         pred_answer=_typed(row, "pred_answer", (str,), where),
         gold_answer=None if gold is None else ((gold,) if isinstance(gold, str) else tuple(map(str, gold))),
