@@ -141,10 +141,3 @@ class SemiDecoupledCodec(SpeechTokenizer):
             raise ValueError(f"{self.describe()} takes no speaker vector: timbre lives in the residual levels")
         wav = self.decoder(self.quantizer.decode(codes.long()), lengths)
         return DecodedAudio(wav=wav, lengths=self.num_samples(lengths))
-
-    @torch.no_grad()
-    def semantic_features(self, wav: Tensor, lengths: Tensor) -> Tensor:
-        """``A Q1`` [B,T,teacher_dim]: what distillation aligns with the teacher (for probes/analysis)."""
-        codes = self.encode(wav, lengths).codes
-        return self.semantic_proj(self.quantizer.decode(codes[:, :1]).transpose(1, 2))
-
