@@ -218,7 +218,8 @@ def eval_rows(items: Sequence[GeneratedItem], root: Path) -> list[EvalRow]:
             seconds=item.seconds,
             pred_answer=item.predicted,
             gold_answer=None if item.gold is None else (item.gold,),
-            extra={"kind": item.kind, "domain": item.domain, "question": item.question, "predicted": item.predicted},
+            extra={"kind": item.kind, "domain": item.domain, "question": item.question, "predicted": item.predicted,
+                   "reference_audio": item.reference_audio},  # fmt: skip
         )
         for item in items
     ]

@@ -1,0 +1,51 @@
+"""`speechlm demo`: default-model detection, item selection, the README table; the whole job [slow]."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from speechlm import demo
+from speechlm.data.manifest import Corpus
+
+
+def test_default_model_is_found_from_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(demo, "ROOT", tmp_path / "repo")
+    monkeypatch.chdir(tmp_path)
+    assert demo.find_default_model() is None
+    (tmp_path / demo.DEFAULT_MODEL).mkdir(parents=True)
+    assert demo.find_default_model() is None  # an empty folder is not a model
+    (tmp_path / demo.DEFAULT_MODEL / "config.yaml").write_text("{}")
+    assert demo.find_default_model() == tmp_path / demo.DEFAULT_MODEL
+
+
+def test_pick_rows_covers_seen_and_unseen_voices_and_both_qa_domains(tiny_corpus: Path):
+    corpus = Corpus.open(tiny_corpus)
+    rows = demo.pick_rows(tiny_corpus, demo.DemoPlan(seen_voices=2, unseen_voices=2, questions=3))
+    seen = [corpus.speakers[r.speaker].seen for r in rows["tts"]]
+    assert seen == [True, True, False, False] and len({r.speaker for r in rows["tts"]}) == 4
+    assert all(r.split == "test" for r in rows["tts"] + rows["qa"])
+    assert [r.domain for r in rows["qa"]] == ["in", "in", "out"]
+
+
+def test_readme_says_when_the_model_is_an_untrained_pipeline_check():
+    item = {"kind": "tts", "text": "hi there", "speaker": "kal", "seen": True, "hypothesis": None, "wer": None,
+            "sim": None, "mos": None, "rtf": 0.5, "success": False, "failure": "unfinished"}  # fmt: skip
+    summary = {"success_rate": 0.0, "wer": None, "sim_seen": None, "sim_unseen": None, "mos": None, "rtf": 0.5,
+               "mos_judge": "dnsmos-p808"}  # fmt: skip
+    text = demo.render_readme(Path("m"), demo.UNTRAINED_NOTE.format(steps=40), {"summary": summary, "items": [item]})
+    assert "UNTRAINED PIPELINE CHECK" in text and "not the shipped model" in text
+    assert "| hi there | kal | yes | — | — | — | — | 0.50 | no (unfinished) |" in text
+    assert "mos_judge=dnsmos-p808" in text
+    assert "UNTRAINED" not in demo.render_readme(Path("m"), "", {"summary": summary, "items": [item]})
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(demo, "find_default_model", lambda: None)
+    assert demo.run_demo(tmp_path / "demo", demo.DemoPlan(seen_voices=1, unseen_voices=1, questions=1, fallback_steps=4)) == 0
+    out = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert out["untrained_pipeline_check"] and len(out["items"]) == 3
+    assert (tmp_path / "demo" / "spectrograms.png").is_file() and (tmp_path / "demo" / "README.md").is_file()
