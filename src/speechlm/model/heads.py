@@ -156,24 +156,9 @@ class SpeechHead(nn.Module):
         super().__init__()
         if kind not in ("linear", "mlp", "transformer"):
             raise ValueError(f"unknown speech head {kind!r}; expected 'linear', 'mlp' or 'transformer'")
-        g, vs = slots.group_size, slots.vocab_size
-        width = max(len(s) for s in slots.ids)
-        self.kind, self.group_size, self.vocab_size = kind, g, vs
-        self.full_vocab = slots.is_full
-        # columns[g, j] = global id of slot g's j-th output; short slots point at a dummy column Vs.
-        # local_index is the inverse: local_index[g, id] = j, or -1 where slot g cannot emit id.
-        columns = torch.full((g, width), vs, dtype=torch.long)
-        local_index = torch.full((g, vs), -1, dtype=torch.long)
-        for i, slot in enumerate(slots.ids):
-            columns[i, : len(slot)] = torch.tensor(slot)
-            local_index[i, list(slot)] = torch.arange(len(slot))
-        self.register_buffer("columns", columns, persistent=False)
-        self.register_buffer("local_index", local_index, persistent=False)
-        self.register_buffer("dead_columns", columns == vs, persistent=False)
-        self.has_dead_columns = bool(self.dead_columns.any())
-        self.register_buffer("phase_allowed", slots.phase_allowed(), persistent=False)  # [P,G,Vs]
-        self.num_phases = len(slots.phases)
-
+        g, width = slots.group_size, max(len(s) for s in slots.ids)
+        self.kind, self.group_size, self.vocab_size = kind, g, slots.vocab_size
+        self._register_slot_tables(slots, width)
         self.trunk_mlp: nn.Linear | None = None
         self.slot_queries: nn.Parameter | None = None
         self.mixer: nn.TransformerEncoder | None = None
@@ -192,6 +177,24 @@ class SpeechHead(nn.Module):
         self.weight = nn.Parameter(torch.empty(g, width, feat))  # the 3-D speech head tensor of §2.2
         self.bias = nn.Parameter(torch.zeros(g, width))
         nn.init.normal_(self.weight, std=feat**-0.5)
+
+    def _register_slot_tables(self, slots: SlotVocab, width: int) -> None:
+        """Index tables between each slot's compact columns and global speech ids (not saved)."""
+        g, vs = slots.group_size, slots.vocab_size
+        # columns[g, j] = global id of slot g's j-th output; short slots point at a dummy column Vs.
+        # local_index is the inverse: local_index[g, id] = j, or -1 where slot g cannot emit id.
+        columns = torch.full((g, width), vs, dtype=torch.long)
+        local_index = torch.full((g, vs), -1, dtype=torch.long)
+        for i, slot in enumerate(slots.ids):
+            columns[i, : len(slot)] = torch.tensor(slot)
+            local_index[i, list(slot)] = torch.arange(len(slot))
+        self.register_buffer("columns", columns, persistent=False)
+        self.register_buffer("local_index", local_index, persistent=False)
+        self.register_buffer("dead_columns", columns == vs, persistent=False)
+        self.register_buffer("phase_allowed", slots.phase_allowed(), persistent=False)  # [P,G,Vs]
+        self.full_vocab = slots.is_full
+        self.has_dead_columns = bool(self.dead_columns.any())
+        self.num_phases = len(slots.phases)
 
     def slot_features(self, hidden: Tensor) -> Tensor:
         """[...,D] -> [...,G,F]: what each slot's projection reads."""
