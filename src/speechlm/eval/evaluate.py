@@ -34,7 +34,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,9 +48,12 @@ from speechlm.eval.judges import Judges
 from speechlm.eval.report import markdown_table, write_json
 from speechlm.eval.runner import EvalRow, Evaluator
 from speechlm.inference.api import SpeechResult, Synthesizer, Voice
+from speechlm.inference.generate import PromptBatch
 
-Kind = Literal["tts", "qa"]
-KINDS: tuple[Kind, ...] = ("tts", "qa")
+Kind = Literal["tts", "qa", "text_qa"]
+KINDS: tuple[Kind, ...] = ("tts", "qa", "text_qa")
+QA_KINDS = frozenset({"qa", "text_qa"})
+DEFAULT_KINDS: tuple[Kind, ...] = ("tts", "qa")
 SUMMARY_KEYS = ("success_rate", "wer", "sim_seen", "sim_unseen", "mos", "mos_judge", "rtf")
 QA_KEYS = ("em", "f1", "em_in", "f1_in", "em_out", "f1_out")
 
@@ -122,7 +125,7 @@ def is_seen(corpus: Corpus, row: Utterance) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def select_rows(corpus: Corpus, split: str, kinds: Sequence[Kind] = KINDS, limit: int = 0) -> dict[Kind, list[Utterance]]:
+def select_rows(corpus: Corpus, split: str, kinds: Sequence[Kind] = DEFAULT_KINDS, limit: int = 0) -> dict[Kind, list[Utterance]]:
     """The rows to evaluate per kind; ``limit`` > 0 keeps the first N of each kind."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -130,6 +133,8 @@ def select_rows(corpus: Corpus, split: str, kinds: Sequence[Kind] = KINDS, limit
     rows: dict[Kind, list[Utterance]] = {}
     for kind in kinds:
         selected = corpus.tts(split) if kind == "tts" else corpus.qa(split)
+        if kind == "text_qa" and "qa" in kinds:
+            raise ValueError("evaluate 'qa' (spoken answers) or 'text_qa' (text-only baseline), not both: they share row ids")
         if selected:
             rows[kind] = selected[: limit or None]
     if not rows:
@@ -152,20 +157,34 @@ def generate_split(
     items: list[GeneratedItem] = []
     for kind, kind_rows in rows.items():
         for speaker_rows in _by_speaker(kind_rows):
-            voice = bank.voice(speaker_rows[0])
+            voice = bank.voice(speaker_rows[0]) if kind != "text_qa" else Voice("", None)
             for start in range(0, len(speaker_rows), synth.batch_size):
                 chunk = speaker_rows[start : start + synth.batch_size]
                 t0 = time.perf_counter()
                 if kind == "tts":
                     results = synth.tts([r.text for r in chunk], voice)
-                else:
+                elif kind == "qa":
                     results = synth.ask([r.question or "" for r in chunk], voice)
+                else:
+                    results = answer_in_text(synth, [r.question or "" for r in chunk])
                 share = (time.perf_counter() - t0) / len(chunk)
                 items += [_item(corpus, row, res, kind, share, out_dir) for row, res in zip(chunk, results)]
                 bar.update(len(chunk))
     bar.close()
     order = {row.id: i for i, row in enumerate(r for kind_rows in rows.values() for r in kind_rows)}
     return sorted(items, key=lambda item: order[item.id])
+
+
+def answer_in_text(synth: Synthesizer, questions: Sequence[str]) -> list[SpeechResult]:
+    """Text-only QA, Table 3's LLM baseline: the ``text`` task prompt; the answer ends at EOS.
+
+    The Generator always follows a text answer with speech, so that phase is capped at one frame and
+    its output dropped (a text-only model has no speaker slot, hence no voice).
+    """
+    items = [replace(synth.prompt("text", q, Voice("", None)), text_first=True, max_frames=1) for q in questions]
+    out = synth.generator.generate(PromptBatch.from_items(items, synth.text.pad_id))
+    empty = np.zeros(0, dtype=np.float32)
+    return [SpeechResult(text=t, wav=empty, sample_rate=synth.codec.sample_rate, speaker="", frames=0, finished=True) for t in out.text]
 
 
 def _by_speaker(rows: Iterable[Utterance]) -> list[list[Utterance]]:
@@ -180,7 +199,7 @@ def _item(corpus: Corpus, row: Utterance, res: SpeechResult, kind: Kind, seconds
     if res.wav.size:
         audio = f"audio/{row.id}.wav"
         save_audio(out_dir / audio, res.wav, res.sample_rate)
-    qa = kind == "qa"
+    qa = kind in QA_KINDS
     return GeneratedItem(
         id=row.id,
         kind=kind,
@@ -231,7 +250,9 @@ def score_items(items: Sequence[GeneratedItem], root: Path, judges: Judges, prog
         raise ValueError("no generated items to score")
     result = Evaluator(judges).run(eval_rows(items, root), progress=progress)
     summary = dict(result.summary)
-    qa = [it for it in result.items if it["kind"] == "qa"]
+    qa = [it for it in result.items if it["kind"] in QA_KINDS]
+    if all(it["kind"] == "text_qa" for it in result.items):  # a text-only model: no speech to judge
+        summary.update(success_rate=None, rtf=None)
     if qa:  # Table 3 reports in-domain and out-of-domain separately
         for domain in ("in", "out"):
             scored = [it for it in qa if it["domain"] == domain and "em" in it]
@@ -260,7 +281,7 @@ def evaluate_model(
     judges: Judges,
     *,
     split: str = "test",
-    kinds: Sequence[Kind] = KINDS,
+    kinds: Sequence[Kind] = DEFAULT_KINDS,
     limit: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:

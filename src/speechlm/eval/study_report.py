@@ -117,10 +117,10 @@ def tables(mos_judge: str) -> tuple[Table, ...]:
               "EM/F1 (%) of the text answer; SIM of the spoken answer for seen / unseen roles; in-domain vs held-out categories.",
               (LABEL, Column("Type", _model_type), Column("Tokenizer", _fact("coupling")),
                *(col for dom in ("in", "out") for col in (
-                   Column(f"EM {dom}", _scaled(_item_mean("em", kind="qa", domain=dom)), 1),
-                   Column(f"F1 {dom}", _scaled(_item_mean("f1", kind="qa", domain=dom)), 1),
-                   Column(f"SIM seen {dom}", _item_mean("sim", kind="qa", domain=dom, seen=True)),
-                   Column(f"SIM unseen {dom}", _item_mean("sim", kind="qa", domain=dom, seen=False)))))),
+                   Column(f"EM {dom}", _scaled(_item_mean("em", domain=dom)), 1),
+                   Column(f"F1 {dom}", _scaled(_item_mean("f1", domain=dom)), 1),
+                   Column(f"SIM seen {dom}", _item_mean("sim", domain=dom, seen=True)),
+                   Column(f"SIM unseen {dom}", _item_mean("sim", domain=dom, seen=False)))))),
     )  # fmt: skip
 
 
