@@ -49,6 +49,8 @@ DESIGNS: dict[str, Design] = {
     # Semi-decoupled / decoupled (helper D2).
     "semi_decoupled": Design("speechlm.tokenizers.semi_decoupled", "SemiDecoupledCodec"),
     "decoupled": Design("speechlm.tokenizers.decoupled", "DecoupledCodec"),
+    # Pretrained codecs from a local transformers folder (EnCodec, DAC, Mimi).
+    "hf_codec": Design("speechlm.tokenizers.adapters.hf_codec", "HFCodec"),
 }
 
 
