@@ -150,14 +150,15 @@ def test_unseen_voice_never_uses_its_own_reference(synth: Synthesizer, tiny_corp
     bank = VoiceBank(synth, corpus)
     name = corpus.unseen_speakers()[0]
     rows = [r for r in [*corpus.tts(), *corpus.qa()] if r.speaker == name]  # every recording of the voice
-    assert len(rows) >= 2
-    voice = bank.voice(rows[0])
-    others = torch.stack([synth.reference_vector(corpus.audio_path(r)) for r in rows[1:]]).mean(0)
+    assert len(rows) >= 3
+    voice = bank.voice(name, exclude={rows[0].id, rows[1].id})  # a batch of two rows of this voice
+    others = torch.stack([synth.reference_vector(corpus.audio_path(r)) for r in rows[2:]]).mean(0)
     assert torch.allclose(voice.vector, others, atol=1e-5)
+    assert bank.voice(name, exclude={r.id for r in rows}) is None  # nothing left to take the voice from
     seen_row = next(r for r in corpus.tts("test") if corpus.speakers[r.speaker].seen)
     train_rows = [r for r in [*corpus.tts("train"), *corpus.qa("train")] if r.speaker == seen_row.speaker]
     expected = torch.stack([synth.reference_vector(corpus.audio_path(r)) for r in train_rows]).mean(0)
-    assert torch.allclose(bank.voice(seen_row).vector, expected, atol=1e-5)  # = the speaker_mean of training
+    assert torch.allclose(bank.voice(seen_row.speaker, exclude={seen_row.id}).vector, expected, atol=1e-5)  # speaker_mean
 
 
 def test_alignment_of_a_checkpoint(trained: Path, tiny_corpus: Path, tmp_path: Path):
@@ -174,3 +175,18 @@ def test_resolve_layers_counts_from_the_end_and_rejects_missing_layers():
     assert resolve_layers([-1, 0, 4], 4) == (4, 0)
     with pytest.raises(ValueError, match="do not exist"):
         resolve_layers([5], 4)
+
+
+def test_a_voice_with_no_other_recording_is_generated_one_row_at_a_time(tiny_corpus: Path):
+    from speechlm.eval.evaluate import _voice_batches
+    from speechlm.inference.api import Voice
+
+    class TwoRecordings:  # the voice's only recordings are the two rows being generated
+        def voice(self, speaker: str, exclude=()) -> Voice | None:
+            left = {"a", "b"} - set(exclude)
+            return Voice(speaker, torch.tensor([float(len(left))])) if left else None
+
+    rows = [r for r in Corpus.open(tiny_corpus).tts("test")][:1]
+    a, b = (rows[0].__class__(**{**rows[0].__dict__, "id": uid}) for uid in ("a", "b"))
+    batches = list(_voice_batches(TwoRecordings(), "tts", [a, b], batch_size=8))
+    assert [[r.id for r in chunk] for chunk, _ in batches] == [["a"], ["b"]]  # each from the other's recording

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -93,17 +93,19 @@ class VoiceBank:
         for row in [*corpus.tts(), *corpus.qa()]:
             self._by_speaker[row.speaker].append(row)
 
-    def voice(self, row: Utterance) -> Voice:
+    def voice(self, speaker: str, exclude: Collection[str] = ()) -> Voice | None:
+        """The voice of ``speaker``, never built from the recordings of the rows in ``exclude`` (the rows
+        being generated, whose recordings SIM compares against); None when no other recording exists."""
         if not self.synth.uses_speaker:
             return Voice("", None)
-        if row.speaker in self.synth.speakers.vectors:
-            return self.synth.voice(row.speaker)
-        pool = [r for r in self._by_speaker[row.speaker] if r.split == "train"]
-        if not pool:  # unseen voice: its other recordings, never the one SIM compares against
-            pool = [r for r in self._by_speaker[row.speaker] if r.id != row.id]
+        if speaker in self.synth.speakers.vectors:
+            return self.synth.voice(speaker)
+        pool = [r for r in self._by_speaker[speaker] if r.split == "train"]
+        if not pool:  # unseen voice: its other recordings
+            pool = [r for r in self._by_speaker[speaker] if r.id not in exclude]
         if not pool:
-            raise ValueError(f"speaker {row.speaker!r} has no recording besides {row.id!r} to take a voice from")
-        return Voice(row.speaker, torch.stack([self._vector(r) for r in pool]).mean(0))
+            return None
+        return Voice(speaker, torch.stack([self._vector(r) for r in pool]).mean(0))
 
     def _vector(self, row: Utterance) -> torch.Tensor:
         if row.id not in self._vectors:
@@ -156,20 +158,17 @@ def generate_split(
     bar = tqdm(total=total, desc="generate", unit="utt", disable=not progress)
     items: list[GeneratedItem] = []
     for kind, kind_rows in rows.items():
-        for speaker_rows in _by_speaker(kind_rows):
-            voice = bank.voice(speaker_rows[0]) if kind != "text_qa" else Voice("", None)
-            for start in range(0, len(speaker_rows), synth.batch_size):
-                chunk = speaker_rows[start : start + synth.batch_size]
-                t0 = time.perf_counter()
-                if kind == "tts":
-                    results = synth.tts([r.text for r in chunk], voice)
-                elif kind == "qa":
-                    results = synth.ask([r.question or "" for r in chunk], voice)
-                else:
-                    results = answer_in_text(synth, [r.question or "" for r in chunk])
-                share = (time.perf_counter() - t0) / len(chunk)
-                items += [_item(corpus, row, res, kind, share, out_dir) for row, res in zip(chunk, results)]
-                bar.update(len(chunk))
+        for chunk, voice in _voice_batches(bank, kind, kind_rows, synth.batch_size):
+            t0 = time.perf_counter()
+            if kind == "tts":
+                results = synth.tts([r.text for r in chunk], voice)
+            elif kind == "qa":
+                results = synth.ask([r.question or "" for r in chunk], voice)
+            else:
+                results = answer_in_text(synth, [r.question or "" for r in chunk])
+            share = (time.perf_counter() - t0) / len(chunk)
+            items += [_item(corpus, row, res, kind, share, out_dir) for row, res in zip(chunk, results)]
+            bar.update(len(chunk))
     bar.close()
     order = {row.id: i for i, row in enumerate(r for kind_rows in rows.values() for r in kind_rows)}
     return sorted(items, key=lambda item: order[item.id])
@@ -187,11 +186,29 @@ def answer_in_text(synth: Synthesizer, questions: Sequence[str]) -> list[SpeechR
     return [SpeechResult(text=t, wav=empty, sample_rate=synth.codec.sample_rate, speaker="", frames=0, finished=True) for t in out.text]
 
 
-def _by_speaker(rows: Iterable[Utterance]) -> list[list[Utterance]]:
+def _voice_batches(
+    bank: VoiceBank, kind: Kind, rows: Sequence[Utterance], batch_size: int
+) -> Iterator[tuple[list[Utterance], Voice]]:
+    """Batches of one voice each. A voice whose only other recordings are in the batch itself is
+    generated one row at a time, each from the recordings of the others (leave-one-out)."""
     groups: dict[str, list[Utterance]] = defaultdict(list)
     for row in rows:
         groups[row.speaker].append(row)
-    return list(groups.values())
+    for speaker, group in groups.items():
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            if kind == "text_qa":
+                yield chunk, Voice("", None)
+                continue
+            voice = bank.voice(speaker, exclude={r.id for r in chunk})
+            if voice is not None:
+                yield chunk, voice
+                continue
+            for row in chunk:
+                single = bank.voice(speaker, exclude={row.id})
+                if single is None:
+                    raise ValueError(f"speaker {speaker!r} has no recording besides {row.id!r} to take a voice from")
+                yield [row], single
 
 
 def _item(corpus: Corpus, row: Utterance, res: SpeechResult, kind: Kind, seconds: float, out_dir: Path) -> GeneratedItem:
