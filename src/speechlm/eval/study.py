@@ -13,7 +13,8 @@ awareness, fusion/head, modelled streams, FWI/CWI, training stage). Each (cell, 
 midway continues from its newest checkpoint, so a grid can be stopped and restarted, or split across
 runs and machines with ``--cells`` and the JSON files gathered into one DIR. The report
 (``report.md``, ``report.json``, plots; :mod:`speechlm.eval.study_report`) is rebuilt from whatever
-results exist, and names the cells that have not run yet.
+results exist, and names the cells that have not run yet. A stage-2 cell starts from its stage-1
+cell's checkpoint under ``runs_dir``, so the two must run on the same machine (or share ``runs_dir``).
 """
 
 from __future__ import annotations
