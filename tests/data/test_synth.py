@@ -116,7 +116,10 @@ def test_bad_inputs(tmp_path):
 
 def test_voice_table_rules():
     seen = [VoiceSpec("a", "flite", "slt", "female"), VoiceSpec("b", "espeak", "en-us+m3", "male")]
-    unseen = [VoiceSpec("c", "flite", "awb", "male", seen=False), VoiceSpec("d", "festival", "ked_diphone", "male", seen=False)]
+    unseen = [
+        VoiceSpec("c", "flite", "awb", "male", seen=False),
+        VoiceSpec("d", "festival", "ked_diphone", "male", seen=False),
+    ]
     VoiceTable(tuple(seen + unseen), (RoleSpec("R", "c", seen=False),))
     with pytest.raises(ValueError, match="at least 2 unseen speakers"):
         VoiceTable(tuple(seen + unseen[:1]))

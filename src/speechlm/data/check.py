@@ -167,10 +167,12 @@ def _check_audio(ctx: _Context, u: Utterance, where: str) -> None:
     if info is not None and (info.channels != 1 or info.samplerate != ctx.sample_rate or info.subtype != "PCM_16"):
         ctx.add(
             "bad_format", where, u.id,
-            f"{u.audio}: {info.channels} ch, {info.samplerate} Hz, {info.subtype}; want 1 ch, {ctx.sample_rate} Hz, PCM_16",
+            f"{u.audio}: {info.channels} ch, {info.samplerate} Hz, {info.subtype}; "
+            f"want 1 ch, {ctx.sample_rate} Hz, PCM_16",
         )
     if not MIN_DURATION <= audio.duration <= MAX_DURATION:
-        ctx.add("duration_range", where, u.id, f"audio is {audio.duration:.3f} s, outside [{MIN_DURATION}, {MAX_DURATION}] s")
+        limits = f"[{MIN_DURATION}, {MAX_DURATION}] s"
+        ctx.add("duration_range", where, u.id, f"audio is {audio.duration:.3f} s, outside {limits}")
     if abs(audio.duration - u.duration) > DURATION_TOLERANCE:
         ctx.add("duration_mismatch", where, u.id, f"manifest says {u.duration:.3f} s, file is {audio.duration:.3f} s")
 

@@ -78,7 +78,9 @@ class Grammar:
                 seen.add(text)
                 out.append(text)
         if len(out) < n:
-            raise ValueError(f"grammar yields only {len(out)} distinct sentences of {min_words}-{max_words} words, asked {n}")
+            raise ValueError(
+                f"grammar yields only {len(out)} distinct sentences of {min_words}-{max_words} words, asked {n}"
+            )
         return out
 
     def to_jsgf(self, extra_rules: dict[str, list[str]] | None = None, name: str = "domain") -> str:

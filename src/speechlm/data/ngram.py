@@ -62,7 +62,8 @@ class NgramModel:
     def sentence_logprob(self, words: Sequence[str]) -> float:
         """Natural-log probability of one sentence, including the end-of-sentence token."""
         padded = [BOS, *words, EOS]
-        return sum(math.log(self.prob(w, padded[max(0, i - self.order + 1) : i])) for i, w in enumerate(padded) if i > 0)
+        n = self.order
+        return sum(math.log(self.prob(padded[i], padded[max(0, i - n + 1) : i])) for i in range(1, len(padded)))
 
 
 def _count(sentences: Iterable[Sequence[str]], order: int) -> list[Counter[Ngram]]:

@@ -149,7 +149,9 @@ def split_facts(facts: FactTable, preset: SynthPreset, rng: random.Random) -> di
     return pools
 
 
-def _round_robin(pairs: list[tuple[Fact, RoleSpec]], n: int, rng: random.Random, what: str) -> Iterator[tuple[Fact, RoleSpec]]:
+def _round_robin(
+    pairs: list[tuple[Fact, RoleSpec]], n: int, rng: random.Random, what: str
+) -> Iterator[tuple[Fact, RoleSpec]]:
     """``n`` distinct (fact, role) pairs, cycling over categories so small categories are not drowned."""
     if n > len(pairs):
         raise ValueError(f"{what}: asked for {n} QA pairs but only {len(pairs)} distinct (fact, role) pairs exist")
@@ -171,7 +173,9 @@ def plan_qa(preset: SynthPreset, voices: VoiceTable, facts: FactTable, rng: rand
     """Spoken-QA rows: train/val with seen roles; test with all roles, in- and out-of-domain."""
     pools = split_facts(facts, preset, rng)
     seen = [r for r in voices.roles if r.seen]
-    wanted = {"train": preset.qa_train, "val": preset.qa_val, "test_in": preset.qa_test_in, "test_out": preset.qa_test_out}
+    wanted = {
+        "train": preset.qa_train, "val": preset.qa_val, "test_in": preset.qa_test_in, "test_out": preset.qa_test_out,
+    }
     rows = []
     for part, n in wanted.items():
         roles = seen if part in ("train", "val") else list(voices.roles)
@@ -317,13 +321,15 @@ def corpus_info(
 
 
 def write_readme(root: Path, info: dict) -> None:
+    def split(seen: bool) -> str:
+        return "seen" if seen else "unseen (test only)"
+
     speakers = "\n".join(
-        f"| {s['name']} | {s['engine']} | {s['voice']} | {s['gender']} | {'seen' if s['seen'] else 'unseen (test only)'} |"
-        for s in info["speakers"]
+        f"| {s['name']} | {s['engine']} | {s['voice']} | {s['gender']} | {split(s['seen'])} |" for s in info["speakers"]
     )
-    roles = "\n".join(f"| {r['name']} | {r['speaker']} | {'seen' if r['seen'] else 'unseen (test only)'} |" for r in info["roles"])
+    roles = "\n".join(f"| {r['name']} | {r['speaker']} | {split(r['seen'])} |" for r in info["roles"])
     cats = ", ".join(f"{k} ({v})" for k, v in info["categories"].items())
-    counts = info["counts"]
+    tts, qa = info["counts"]["tts"], info["counts"]["qa"]
     text = f"""# speechlm built-in corpus (preset `{info['preset']}`, seed {info['seed']})
 
 Made offline by `speechlm data synth --preset {info['preset']} --out DIR --seed {info['seed']}`:
@@ -331,13 +337,14 @@ English speech from flite, festival and espeak-ng, {info['sample_rate']} Hz mono
 {info['hours'] * 60:.1f} minutes in all. Check it with `speechlm data check DIR`.
 
 ## Files
-- `tts.jsonl` — TTS/ASR rows `{{id, audio, text, speaker, duration, split}}`: train {counts['tts']['train']}, val {counts['tts']['val']}, test {counts['tts']['test']}.
+- `tts.jsonl` — TTS/ASR rows `{{id, audio, text, speaker, duration, split}}`:
+  train {tts['train']}, val {tts['val']}, test {tts['test']}.
   Sentences come from a closed-vocabulary grammar ({info['vocabulary']} words, 3-12 words each);
   every sentence is spoken once, so test sentences never occur in train.
 - `qa.jsonl` — spoken QA shaped like RoleTriviaQA (arXiv 2506.12537 §3.1, App. G): the same fields plus
   `{{question, answer, role, category, domain}}`; `text` is the answer "The answer is X." and the audio
-  speaks it in the role's voice. train {counts['qa']['train']}, val {counts['qa']['val']},
-  test in-domain {counts['qa']['test_in']} (held-out facts), test out-of-domain {counts['qa']['test_out']} (held-out categories).
+  speaks it in the role's voice. train {qa['train']}, val {qa['val']}, test in-domain {qa['test_in']}
+  (held-out facts), test out-of-domain {qa['test_out']} (held-out categories).
 - `grammar/` — for the ASR judge: `words.txt`, `domain.dic` (CMU pronunciations), `domain.jsgf`,
   `lm_text.txt` (train/val text + grammar samples, never test sentences), `domain.lm` (3-gram ARPA).
 - `audio/` — the wav files; `audio` fields are relative to this folder.

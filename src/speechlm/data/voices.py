@@ -68,8 +68,8 @@ class VoiceSpec:
     @property
     def voice_id(self) -> str:
         """The engine voice plus its settings, as recorded in corpus.json."""
-        settings = (("f0", self.f0_mean), ("stretch", self.stretch), ("warp", self.warp), ("p", self.pitch), ("s", self.speed))
-        extra = [f"{k}={v}" for k, v in settings if v is not None]
+        settings = {"f0": self.f0_mean, "stretch": self.stretch, "warp": self.warp, "p": self.pitch, "s": self.speed}
+        extra = [f"{k}={v}" for k, v in settings.items() if v is not None]
         return " ".join([self.voice, *extra])
 
 
