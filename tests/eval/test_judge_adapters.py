@@ -137,5 +137,7 @@ def test_bad_audio_is_a_clear_error(wav: np.ndarray, match: str):
 def test_judges_config_needs_paths_for_local_models():
     with pytest.raises(ConfigError, match="set asr.path"):
         from_dict(JudgesConfig, {"asr": {"kind": "whisper"}})
-    cfg = from_dict(JudgesConfig, {"asr": {"pocketsphinx": {"order": 4}}, "quality": {"kind": "none"}})
-    assert cfg.asr.pocketsphinx.order == 4 and cfg.quality.kind == "none"
+    cfg = from_dict(JudgesConfig, {"asr": {"pocketsphinx": {"order": 4, "warps": [1.0]}}, "quality": {"kind": "none"}})
+    assert cfg.asr.pocketsphinx.order == 4 and cfg.asr.pocketsphinx.warps == (1.0,) and cfg.quality.kind == "none"
+    with pytest.raises(ConfigError, match="warps"):
+        from_dict(JudgesConfig, {"asr": {"pocketsphinx": {"warps": []}}})

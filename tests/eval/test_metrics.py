@@ -33,6 +33,7 @@ SR = 16_000
         ("I have 3 cats & 21 dogs", "i have three cats and twenty one dogs"),
         ("In 1,200 BC", "in one thousand two hundred bc"),
         ("ÉCOLE", "école"),
+        ("Don\u2019t stop", "don't stop"),
     ],
 )
 def test_normalize_text(raw: str, norm: str):

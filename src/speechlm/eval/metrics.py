@@ -62,12 +62,12 @@ def normalize_text(text: str) -> str:
     1. Unicode NFKC and case folding ("Ünïcode" variants compare equal; "The" == "the").
     2. Digit strings become words ("3" -> "three", "1,200" -> "one thousand two hundred"): the
        built-in corpus writes numbers as words while Whisper writes digits.
-    3. "&" -> "and"; hyphens, slashes and every other punctuation mark become spaces, except an
+    3. "&" -> "and"; a typographic apostrophe is a plain one; hyphens, slashes and every other punctuation mark become spaces, except an
        apostrophe inside a word ("don't" stays one word, as in the CMU dictionary); a quote
        apostrophe at a word edge is dropped.
     4. Whitespace is collapsed; the result has no leading/trailing space.
     """
-    text = unicodedata.normalize("NFKC", text).casefold().replace("&", " and ")
+    text = unicodedata.normalize("NFKC", text).casefold().replace("&", " and ").replace("\u2019", "'")
     text = _NUMBER_RE.sub(lambda m: f" {number_to_words(int(m.group().replace(',', '')))} ", text)
     text = _PUNCT_RE.sub(" ", text)
     words = (w.strip("'") for w in text.split())
