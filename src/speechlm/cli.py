@@ -126,7 +126,7 @@ def _cmd_codec_decode(args: argparse.Namespace) -> int:
 def _cmd_codec_ship(args: argparse.Namespace) -> int:
     from speechlm.tokenizers.checkpoint import ship_checkpoint
 
-    out = ship_checkpoint(Path(args.ckpt), Path(args.out), Path(args.eval) if args.eval else None)
+    out = ship_checkpoint(Path(args.ckpt), Path(args.out), Path(args.eval) if args.eval else None, args.note)
     print(f"shipped {args.ckpt} -> {out}")
     return 0
 
@@ -199,6 +199,7 @@ def _add_codec(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ckpt", help="RUN/checkpoint written by `codec train`")
     p.add_argument("--out", required=True, help="e.g. checkpoints/codec/coupled_rvq")
     p.add_argument("--eval", default=None, help="`codec eval --json` report to put on the model card")
+    p.add_argument("--note", default="", help="a paragraph for the card (machine, budget, caveats)")
     p.set_defaults(func=_cmd_codec_ship)
 
 

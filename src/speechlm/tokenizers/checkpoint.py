@@ -43,7 +43,9 @@ def _training_facts(run_dir: Path) -> dict[str, Any]:
     return {"steps": last.get("step"), "seconds": last.get("seconds"), "val_loss": last_val.get("val_loss")}
 
 
-def model_card(name: str, describe: str, train_yaml: str, facts: dict[str, Any], evaluation: dict[str, Any]) -> str:
+def model_card(
+    name: str, describe: str, train_yaml: str, facts: dict[str, Any], evaluation: dict[str, Any], note: str = ""
+) -> str:
     summary = evaluation.get("summary", {})
     lines = [
         f"# {name}",
@@ -51,6 +53,7 @@ def model_card(name: str, describe: str, train_yaml: str, facts: dict[str, Any],
         f"{describe}. Trained by speechlm (`speechlm codec train`); load with",
         "`speechlm.tokenizers.registry.load_tokenizer(this_folder)`.",
         "",
+        *([note, ""] if note else []),
         "## Training",
         f"- steps: {_fmt(facts['steps'])}, wall time: {_fmt(facts['seconds'])} s, last validation loss: "
         f"{_fmt(facts['val_loss'])}",
@@ -74,7 +77,7 @@ def model_card(name: str, describe: str, train_yaml: str, facts: dict[str, Any],
     return "\n".join(lines) + "\n"
 
 
-def ship_checkpoint(ckpt: Path, out: Path, eval_json: Path | None = None) -> Path:
+def ship_checkpoint(ckpt: Path, out: Path, eval_json: Path | None = None, note: str = "") -> Path:
     """Copy a training checkpoint as a shipped tokenizer (fp16 weights, config, model card)."""
     tok = load_tokenizer(ckpt)
     assert tok.tokenizer_config is not None
@@ -87,6 +90,7 @@ def ship_checkpoint(ckpt: Path, out: Path, eval_json: Path | None = None) -> Pat
         evaluation = json.loads(eval_json.read_text())
         evaluation.pop("items", None)
         (out / "eval.json").write_text(json.dumps(evaluation, indent=2))
-    card = model_card(tok.tokenizer_config.name, tok.describe(), train_yaml, _training_facts(ckpt.parent), evaluation)
+    facts = _training_facts(ckpt.parent)
+    card = model_card(tok.tokenizer_config.name, tok.describe(), train_yaml, facts, evaluation, note)
     (out / "README.md").write_text(card)
     return out
