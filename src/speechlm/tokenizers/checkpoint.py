@@ -34,13 +34,13 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _training_facts(run_dir: Path) -> dict[str, Any]:
-    """Last logged step, its wall time and losses from ``RUN/log.jsonl``."""
-    log = run_dir / "log.jsonl"
+def _training_facts(ckpt: Path) -> dict[str, Any]:
+    """Steps and training seconds (``state.json``) and the last validation loss (``RUN/log.jsonl``)."""
+    state_file, log = ckpt / "state.json", ckpt.parent / "log.jsonl"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
     last_val = next((r for r in reversed(rows) if "val_loss" in r), {})
-    last = rows[-1] if rows else {}
-    return {"steps": last.get("step"), "seconds": last.get("seconds"), "val_loss": last_val.get("val_loss")}
+    return {"steps": state.get("step"), "seconds": state.get("seconds"), "val_loss": last_val.get("val_loss")}
 
 
 def model_card(
@@ -90,7 +90,7 @@ def ship_checkpoint(ckpt: Path, out: Path, eval_json: Path | None = None, note: 
         evaluation = json.loads(eval_json.read_text())
         evaluation.pop("items", None)
         (out / "eval.json").write_text(json.dumps(evaluation, indent=2))
-    facts = _training_facts(ckpt.parent)
+    facts = _training_facts(ckpt)
     card = model_card(tok.tokenizer_config.name, tok.describe(), train_yaml, facts, evaluation, note)
     (out / "README.md").write_text(card)
     return out
