@@ -88,7 +88,7 @@ def tokenizer_fingerprint(tok: SpeechTokenizer) -> str:
     """SHA-256 over the tokenizer's resolved config, stream layout and every weight/buffer byte."""
     h = hashlib.sha256()
     config = cfglib.to_dict(tok.tokenizer_config) if tok.tokenizer_config is not None else type(tok).__qualname__
-    h.update(json.dumps({"config": config, "facts": _tokenizer_facts(tok)}, sort_keys=True).encode())
+    h.update(json.dumps({"config": config, "facts": tokenizer_facts(tok)}, sort_keys=True).encode())
     for name, tensor in sorted(tok.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -160,7 +160,7 @@ def build_code_cache(
     index = {
         "version": CACHE_VERSION,
         "fingerprint": fingerprint,
-        "tokenizer": _tokenizer_facts(tok),
+        "tokenizer": tokenizer_facts(tok),
         "corpus": str(corpus.root.resolve()),
         "manifest_sha": manifest_sha(corpus),
         "splits": split_ids,
@@ -197,7 +197,8 @@ def open_code_cache(root: str | Path, *, fingerprint: str | None = None) -> Code
 # -- internals ------------------------------------------------------------------------------------
 
 
-def _tokenizer_facts(tok: SpeechTokenizer) -> dict:
+def tokenizer_facts(tok: SpeechTokenizer) -> dict:
+    """What a cache and a checkpoint record about the tokenizer (JSON-ready)."""
     return {
         "name": tok.tokenizer_config.name if tok.tokenizer_config is not None else type(tok).__name__,
         "coupling": tok.coupling,
@@ -208,6 +209,9 @@ def _tokenizer_facts(tok: SpeechTokenizer) -> dict:
         "stream_kinds": [s.kind for s in tok.streams],
         "speaker_dim": int(tok.speaker_dim),
     }
+
+
+_tokenizer_facts = tokenizer_facts  # earlier private name, still imported by tests/inference/conftest.py
 
 
 def _read_index(root: Path) -> dict:

@@ -11,6 +11,10 @@ visible on purpose — no Trainer class — so every step reads top to bottom::
 
 Resuming is exact: the batch plan is a pure function of (seed, epoch), and a checkpoint stores the
 data position, optimizer, scheduler and every rank's RNG states next to the weights.
+
+Checkpoints save ``accelerator.unwrap_model(model)``, which holds the full weights under single-device,
+DDP and DeepSpeed ZeRO-1/2; fully sharded strategies (FSDP, ZeRO-3) train through the same loop but
+would need a full-state gather before saving, which is not implemented yet.
 """
 
 from __future__ import annotations
