@@ -202,3 +202,13 @@ def test_prompt_batch_left_pads_and_refuses_bad_prompts():
         PromptBatch.from_items([PromptItem((1,), 1, speaker_position=0, speaker=torch.zeros(2)), PromptItem((1,), 1)], 0)
     with pytest.raises(ValueError, match="no prompts"):
         PromptBatch.from_items([], pad_id=0)
+
+
+def test_a_half_precision_model_takes_float32_speaker_vectors():
+    layout = tiny_layout(3)
+    model = tiny_slm(layout, TEXT.vocab_size, speaker_dim=4).to(torch.bfloat16)
+    bias_speech(model, END, -1e4)
+    ids = TEXT.encode("[Human]: like <|spk_emb|>. [Assistant]: [ua]")
+    item = PromptItem(tuple(ids), 3, speaker_position=ids.index(TEXT.special_id("<|spk_emb|>")), speaker=torch.randn(4))
+    out = run(model, layout, [item])
+    assert out.lengths.tolist() == [3] and out.codes.dtype == torch.long

@@ -201,6 +201,10 @@ class Generator:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
     # -- the loop ---------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, prompts: PromptBatch) -> GenerationOutput:
@@ -229,7 +233,7 @@ class Generator:
             is_speech=torch.zeros(B, L, dtype=torch.bool, device=dev),
             attention_mask=torch.zeros(B, L, dtype=torch.long, device=dev),
             speaker_mask=torch.zeros(B, L, dtype=torch.bool, device=dev),
-            speaker=None if prompts.speaker is None else prompts.speaker.to(dev),
+            speaker=None if prompts.speaker is None else prompts.speaker.to(dev, self._dtype),
             length=P,
             cache=DynamicCache() if self.cfg.kv_cache else None,
             hidden=torch.empty(0),
