@@ -386,7 +386,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="corpus folder")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--json", required=True, help="report JSON (a markdown table is written beside it as .md)")
-    p.add_argument("--limit", type=int, default=0, help="evaluate the first N rows of each kind (0 = all)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N rows of each kind, of each QA domain (0 = all)")
     p.add_argument("--kinds", default="tts,qa", help="comma-separated: tts (Tables 1/2), qa (Table 3), text_qa (text-only baseline)")
     p.add_argument("--audio-dir", default=None, help="where the generated wavs go (default: beside the JSON)")
     p.add_argument("--no-judges", action="store_true", help="success rate, RTF and EM/F1 only (no ASR/speaker/MOS)")

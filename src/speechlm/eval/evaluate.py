@@ -128,17 +128,21 @@ def is_seen(corpus: Corpus, row: Utterance) -> bool:
 
 
 def select_rows(corpus: Corpus, split: str, kinds: Sequence[Kind] = DEFAULT_KINDS, limit: int = 0) -> dict[Kind, list[Utterance]]:
-    """The rows to evaluate per kind; ``limit`` > 0 keeps the first N of each kind."""
+    """The rows to evaluate per kind; ``limit`` > 0 keeps the first N of each kind (of each QA domain,
+    since Table 3 reports in-domain and out-of-domain questions separately)."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown evaluation kind(s) {unknown}; choose from {KINDS}")
     rows: dict[Kind, list[Utterance]] = {}
     for kind in kinds:
-        selected = corpus.tts(split) if kind == "tts" else corpus.qa(split)
+        if kind == "tts":
+            selected = corpus.tts(split)[: limit or None]
+        else:
+            selected = [r for domain in ("in", "out") for r in corpus.qa(split, domain=domain)[: limit or None]]
         if kind == "text_qa" and "qa" in kinds:
             raise ValueError("evaluate 'qa' (spoken answers) or 'text_qa' (text-only baseline), not both: they share row ids")
         if selected:
-            rows[kind] = selected[: limit or None]
+            rows[kind] = selected
     if not rows:
         raise ValueError(f"corpus {corpus.root} has no {'/'.join(kinds)} rows in split {split!r}")
     return rows

@@ -41,7 +41,7 @@ class EvalSpec:
 
     split: str = "test"
     kinds: tuple[Kind, ...] = ("tts",)  # tts (Tables 1/2/6-9); qa (Table 3, stage-2 cells)
-    limit: int = 0  # rows of each kind (0 = all)
+    limit: int = 0  # rows of each kind, of each domain for QA (0 = all)
     batch_size: int = 8
     judges: JudgesConfig | None = field(default_factory=JudgesConfig)  # null: SR, RTF and EM/F1 only (smoke runs)
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # greedy + penalty 1.2 (App. C)
