@@ -69,3 +69,20 @@ def test_report_on_the_tiny_corpus(tiny_corpus: Path, tmp_path: Path) -> None:
     assert vc is not None and vc.pairs == 3 and 0.0 <= vc.success_rate <= 1.0
     report.write_json(tmp_path / "probe.json")
     assert json.loads((tmp_path / "probe.json").read_text())["accuracy"]["timbre"] == report.accuracy["timbre"]
+
+
+def test_frame_probe_reads_identity_from_speaker_specific_codes() -> None:
+    from speechlm.data.manifest import Utterance
+    from speechlm.tokenizers.probes import EncodedUtterance, frame_probe_accuracy
+
+    rng = np.random.default_rng(0)
+
+    def utt(i: int, speaker: int, informative: bool) -> EncodedUtterance:
+        row = Utterance(id=f"u{i}", audio="x.wav", text="x", speaker=f"s{speaker}", duration=1.0, split="train")
+        stream0 = rng.integers(0, 4, 20) + 4 * speaker if informative else rng.integers(0, 8, 20)
+        return EncodedUtterance(row, np.stack([stream0, rng.integers(0, 8, 20)]), None)
+
+    train = [utt(i, i % 2, True) for i in range(20)]
+    test = [utt(100 + i, i % 2, True) for i in range(10)]
+    assert frame_probe_accuracy(train, test, (0,), (8, 8)) == 1.0  # disjoint code sets per speaker
+    assert frame_probe_accuracy(train, test, (1,), (8, 8)) < 0.7  # codes independent of the speaker
