@@ -72,11 +72,11 @@ def assemble(
 ) -> TrainingSetup:
     """Build everything the loop needs, in the order that fails cheapest first."""
     corpus = open_corpus(cfg.data.corpus)
+    check_rows(corpus, cfg)  # empty texts etc. surface before minutes of encoding
     init = resolve_checkpoint(cfg.train.init_from) if cfg.train.init_from is not None else None
     init_meta = read_meta(init) if init is not None else None
     cache = _code_cache(cfg, corpus, device, init_meta, main_process_first, show_progress)
     layout = SpeechLayout(cfg.layout, cache.codebook_sizes, cache.stream_names)
-    _check_speaker_width(cfg, cache)
     if init is not None:
         text = load_text_tokenizer(init / TEXT_DIR)  # stage 2 keeps stage 1's text ids
     else:
@@ -94,6 +94,17 @@ def assemble(
     if init is not None:
         load_weights(model, init)
     return TrainingSetup(model, text, layout, train, val, skipped, cache.fingerprint, cache.tokenizer)
+
+
+def check_rows(corpus: Corpus, cfg: TrainConfig) -> None:
+    """Format every row the run will use; a bad row raises ValueError naming its id."""
+    formatter = TaskFormatter(cfg.data.task)
+    for split in (cfg.data.train_split, cfg.data.val_split):
+        if split is None:
+            continue
+        for task in cfg.data.task.tasks:
+            for row in corpus.tts(split) if task in ("tts", "asr") else corpus.qa(split):
+                formatter.format(row, task)
 
 
 def corpus_texts(corpus: Corpus, task: TaskConfig) -> list[str]:
@@ -127,6 +138,9 @@ def _code_cache(
     show_progress: bool,
 ) -> CodeCache:
     tok = build_speech_tokenizer(cfg.tokenizer, device)
+    # Cheap checks against the tokenizer itself, before it encodes anything.
+    SpeechLayout(cfg.layout, tok.codebook_sizes, [s.name for s in tok.streams])
+    _check_speaker_width(cfg, tok)
     if init_meta is not None and tokenizer_fingerprint(tok) != init_meta.tokenizer_fingerprint:
         raise ValueError(
             f"tokenizer {cfg.tokenizer} is not the one stage 1 ({cfg.train.init_from}) was trained on "
@@ -146,16 +160,14 @@ def _code_cache(
     return cache
 
 
-def _check_speaker_width(cfg: TrainConfig, cache: CodeCache) -> None:
+def _check_speaker_width(cfg: TrainConfig, tok: SpeechTokenizer) -> None:
     if not cfg.data.task.speaker_aware:
         return
-    if cache.speaker_dim == 0:
+    name = tok.tokenizer_config.name if tok.tokenizer_config is not None else type(tok).__name__
+    if tok.speaker_dim == 0:
         raise ValueError(
-            f"data.task.speaker_aware needs speaker vectors, but tokenizer {cache.tokenizer['name']!r} has none "
+            f"data.task.speaker_aware needs speaker vectors, but tokenizer {name!r} has none "
             "(speaker_dim 0); use a decoupled tokenizer or set speaker_aware: false"
         )
-    if cfg.model.speaker_dim != cache.speaker_dim:
-        raise ValueError(
-            f"model.speaker_dim={cfg.model.speaker_dim} but tokenizer {cache.tokenizer['name']!r} gives "
-            f"{cache.speaker_dim}-d speaker vectors"
-        )
+    if cfg.model.speaker_dim != tok.speaker_dim:
+        raise ValueError(f"model.speaker_dim={cfg.model.speaker_dim} but tokenizer {name!r} gives {tok.speaker_dim}-d speaker vectors")
