@@ -79,7 +79,8 @@ def _fake_result(cell: str, seed: int, sr: float, wer: float | None, **facts: An
             "order": "fwi", "tasks": ["tts", "asr"]}  # fmt: skip
     items = [{"id": "q1", "kind": "qa", "domain": "in", "seen": True, "em": 1.0, "f1": 1.0, "sim": 0.5},
              {"id": "q2", "kind": "qa", "domain": "out", "seen": False, "em": 0.0, "f1": 0.5, "sim": None}]  # fmt: skip
-    return {"label": cell.upper(), "facts": {**base, **facts}, "loss_curve": [[1, 3.0], [2, 2.5]], "items": items,
+    train = {"steps": 2, "train_seconds": 4.0, "step_seconds": 2.0, "positions_per_s": 100.0, "loss": 2.5, "val_loss": None}
+    return {"label": cell.upper(), "facts": {**base, **facts}, "loss_curve": [[1, 3.0], [2, 2.5]], "items": items, "train": train,
             "eval": {"success_rate": sr, "wer": wer, "sim_seen": 0.5, "sim_unseen": None, "mos": 3.0,
                      "mos_judge": "dnsmos-p808", "rtf": 0.5}, "align": None}  # fmt: skip
 
@@ -138,6 +139,7 @@ def test_report_tables_show_seed_spread_missing_cells_and_null_figures(tmp_path:
     assert t3["rows"][0]["values"][em_out]["mean"] == pytest.approx(0.0)
     md = (out / "report.md").read_text()
     assert "Table 1" in md and "Not run yet" in md and "c/seed0" in md and (out / "loss_curves.png").is_file()
+    assert "| b | 0 | 2 | 4 | 2.00 | 100 | 2.500 | n/a |" in md  # the runs table
     assert json.loads((out / "report.json").read_text())["runs"] == 4
     assert set(build_tables(study, read_results(study, out))) == {"t1", "t2", "t3"}
 

@@ -208,6 +208,9 @@ def render_markdown(study: StudyConfig, report: dict[str, Any], results: Sequenc
     ]
     for table in report["tables"].values():
         lines += [f"## {table['title']}", "", table["caption"], "", markdown_table(table), ""]
+    if results:
+        lines += ["## Runs", "", "What each (cell, seed) cost on the machine that ran it (training loop's own figures).", "",
+                  runs_table(results), ""]  # fmt: skip
     if report["plots"] or report["umap"]:
         lines += ["## Plots", ""]
         lines += [f"![training loss (Figure 4)]({p})" for p in report["plots"]]
@@ -215,6 +218,17 @@ def render_markdown(study: StudyConfig, report: dict[str, Any], results: Sequenc
         lines.append("")
     if report["missing"]:
         lines += ["## Not run yet", "", ", ".join(report["missing"]), ""]
+    return "\n".join(lines)
+
+
+def runs_table(results: Sequence[Result]) -> str:
+    """Steps, training time, step time, LM positions/s, final train/val loss and wall time per run."""
+    lines = ["| cell | seed | steps | train s | s/step | positions/s | loss | val loss | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        t = r["train"]
+        val = "n/a" if t.get("val_loss") is None else f"{t['val_loss']:.3f}"
+        lines.append(f"| {r['cell']} | {r['seed']} | {t['steps']} | {t['train_seconds']:.0f} | {t['step_seconds']:.2f} | "
+                     f"{t['positions_per_s']:.0f} | {t['loss']:.3f} | {val} | {r.get('wall_seconds', 0.0):.0f} |")  # fmt: skip
     return "\n".join(lines)
 
 
