@@ -104,8 +104,8 @@ def _speaker_stats(embeddings: list[np.ndarray], speakers: list[str]) -> dict[st
         scores.append(cosine(embeddings[i], embeddings[j]))
         same.append(speakers[i] == speakers[j])
     s, y = np.array(scores), np.array(same)
-    out: dict[str, Any] = {"n_trials": len(scores)}
-    if y.any() and (~y).any():
+    out: dict[str, Any] = {"n_trials": len(scores), "sim_same": None, "sim_different": None, "eer": None, "sim_gap": None}
+    if y.any() and (~y).any():  # needs both kinds of trial (>= 2 clips of one speaker, >= 2 speakers)
         out.update(sim_same=float(s[y].mean()), sim_different=float(s[~y].mean()), eer=equal_error_rate(s, y))
         out["sim_gap"] = out["sim_same"] - out["sim_different"]
     return out
