@@ -82,25 +82,21 @@ def judge_item(item: ItemResult, ref: np.ndarray, deg: np.ndarray, judges: Judge
     leaves its field ``None`` — that item is then left out of that figure, and the refusal is reported.
     """
     errors = []
-    steps = {
-        "asr": lambda: (judges.asr.transcribe(deg), judges.asr.transcribe(ref)),
-        "speaker": lambda: metrics.cosine(judges.speaker.embed(ref), judges.speaker.embed(deg)),
-        "quality": lambda: (judges.quality.score(deg), judges.quality.score(ref)),
-    }
-    for name, run in steps.items():
-        if getattr(judges, name) is None:
-            continue
-        try:
-            result = run()
-        except AudioError as err:
-            errors.append(f"{name}: {err}")
-            continue
-        if name == "asr":
-            item.hyp, item.hyp_ground_truth = result
-        elif name == "speaker":
-            item.sim = result
-        else:
-            item.mos, item.mos_ground_truth = result
+    try:
+        if judges.asr is not None:
+            item.hyp, item.hyp_ground_truth = judges.asr.transcribe(deg), judges.asr.transcribe(ref)
+    except AudioError as err:
+        errors.append(f"asr: {err}")
+    try:
+        if judges.speaker is not None:
+            item.sim = metrics.cosine(judges.speaker.embed(ref), judges.speaker.embed(deg))
+    except AudioError as err:
+        errors.append(f"speaker: {err}")
+    try:
+        if judges.quality is not None:
+            item.mos, item.mos_ground_truth = judges.quality.score(deg), judges.quality.score(ref)
+    except AudioError as err:
+        errors.append(f"quality: {err}")
     return errors
 
 
