@@ -46,18 +46,7 @@ def _convert(value: Any, tp: Any, path: str, source: str | None) -> Any:
     if tp is Any:
         return value
     if origin is Union or origin is types.UnionType:
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, path, source)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{_where(path, source)}: {value!r} matches none of {_type_name(tp)}")
+        return _convert_union(value, tp, path, source)
     if origin is Literal:
         if value not in get_args(tp):
             choices = ", ".join(repr(a) for a in get_args(tp))
@@ -70,17 +59,7 @@ def _convert(value: Any, tp: Any, path: str, source: str | None) -> Any:
             raise ConfigError(f"{_where(path, source)}: expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, source=source, prefix=path)
     if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{_where(path, source)}: expected a list, got {value!r}")
-        args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ConfigError(f"{_where(path, source)}: expected {len(args)} items, got {len(value)}")
-            items = [_convert(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args))]
-        else:
-            item_tp = args[0] if args else Any
-            items = [_convert(v, item_tp, f"{path}[{i}]", source) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return _convert_sequence(value, tp, path, source)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{_where(path, source)}: expected a mapping, got {value!r}")
@@ -89,29 +68,63 @@ def _convert(value: Any, tp: Any, path: str, source: str | None) -> Any:
             _convert(k, key_tp, f"{path}.{k}", source): _convert(v, val_tp, f"{path}.{k}", source)
             for k, v in value.items()
         }
+    return _convert_scalar(value, tp, path, source)
+
+
+def _convert_union(value: Any, tp: Any, path: str, source: str | None) -> Any:
+    args = get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(value, arg, path, source)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{_where(path, source)}: {value!r} matches none of {_type_name(tp)}")
+
+
+def _convert_sequence(value: Any, tp: Any, path: str, source: str | None) -> Any:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{_where(path, source)}: expected a list, got {value!r}")
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(args) != len(value):
+            raise ConfigError(f"{_where(path, source)}: expected {len(args)} items, got {len(value)}")
+        items = [_convert(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args))]
+    else:
+        item_tp = args[0] if args else Any
+        items = [_convert(v, item_tp, f"{path}[{i}]", source) for i, v in enumerate(value)]
+    return tuple(items) if origin is tuple else items
+
+
+def _convert_scalar(value: Any, tp: Any, path: str, source: str | None) -> Any:
+    """bool / int / float / str / Path, strictly: ``1`` is not a bool and ``true`` is not an int."""
+    where = _where(path, source)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{_where(path, source)}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{_where(path, source)}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
             value = float(value)  # PyYAML (YAML 1.1) reads `5e-4` as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{_where(path, source)}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{_where(path, source)}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     if tp is Path:
         if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{_where(path, source)}: expected a path, got {value!r}")
+            raise ConfigError(f"{where}: expected a path, got {value!r}")
         return Path(value)
-    raise ConfigError(f"{_where(path, source)}: unsupported config type {_type_name(tp)}")
+    raise ConfigError(f"{where}: unsupported config type {_type_name(tp)}")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str | None = None, prefix: str = "") -> T:
