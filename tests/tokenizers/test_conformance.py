@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -94,3 +95,22 @@ def test_bad_inputs_raise_clear_errors(tok: SpeechTokenizer) -> None:
         tok.decode(bad, enc.lengths, enc.speaker)
     with pytest.raises(ValueError, match="K="):
         tok.decode(enc.codes[:, :0], enc.lengths, enc.speaker)
+
+
+def test_shipped_checkpoint_drops_ema_statistics_and_keeps_codes(tok: SpeechTokenizer, tmp_path) -> None:
+    from safetensors import safe_open
+
+    wav, lengths = _batch(seed=2)
+    save_tokenizer(tok, tmp_path / "ship", half=True)
+    with safe_open(str(tmp_path / "ship" / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert not any(k.endswith((".embed_avg", ".cluster_size")) for k in keys)
+    again = load_tokenizer(tmp_path / "ship")
+    as_half = copy.deepcopy(tok).half().float()  # what the shipped weights hold
+    assert torch.equal(again.encode(wav, lengths).codes, as_half.encode(wav, lengths).codes)
+    buffers = dict(again.named_buffers())
+    for name, buf in buffers.items():
+        if name.endswith(".embed_avg"):
+            assert torch.equal(buf, buffers[name.removesuffix("_avg")])
+        if name.endswith(".cluster_size"):
+            assert torch.all(buf == 1)

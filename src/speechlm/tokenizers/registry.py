@@ -8,25 +8,30 @@ Adding a design is one line in :data:`DESIGNS`. Modules are imported lazily so t
 name every design without importing all of them (and without import cycles).
 
 On disk (``save_tokenizer``): ``DIR/model.safetensors`` + ``DIR/config.yaml`` (the resolved
-TokenizerConfig), each written atomically (temp file + rename).
+TokenizerConfig), each written atomically (temp file + rename). A shipped (``half``) checkpoint also
+leaves out the EMA codebooks' training statistics (``embed_avg``, ``cluster_size``): encoding and
+decoding read only ``embed``, and loading re-derives the statistics from it, so fine-tuning a shipped
+codec restarts its EMA from the shipped codebook.
 """
 
 from __future__ import annotations
 
-import copy
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import safe_open
+from safetensors.torch import load_model, save_file, save_model
 
 from speechlm import config as cfglib
 from speechlm.tokenizers.base import SpeechTokenizer
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
+# vector-quantize-pytorch's EMA codebook statistics: used by the training update only.
+EMA_STATS = ("embed_avg", "cluster_size")
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,13 @@ def save_tokenizer(tok: SpeechTokenizer, directory: str | Path, half: bool = Fal
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (WEIGHTS_FILE + ".tmp")
-    # save_model (not save_file) de-duplicates shared tensors, e.g. tied codebooks.
-    save_model(copy.deepcopy(tok).half() if half else tok, str(tmp))
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in tok.state_dict().items() if not _is_ema_stat(k)}
+        # clone: tied tensors (views of one storage) must not be written twice or as shared memory.
+        save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(tmp))
+    else:
+        # save_model (not save_file) de-duplicates shared tensors, e.g. tied codebooks.
+        save_model(tok, str(tmp))
     tmp.replace(directory / WEIGHTS_FILE)
     cfglib.dump(tok.tokenizer_config, directory / CONFIG_FILE)
     return directory
@@ -120,5 +130,32 @@ def load_tokenizer(directory: str | Path, device: str | torch.device = "cpu") ->
             raise FileNotFoundError(f"{directory} is not a saved tokenizer: {fname} is missing")
     cfg = cfglib.load(TokenizerConfig, directory / CONFIG_FILE)
     tok = build_tokenizer(cfg)
-    load_model(tok, str(directory / WEIGHTS_FILE), strict=True, device=str(device))
+    missing, unexpected = load_model(tok, str(directory / WEIGHTS_FILE), strict=False, device=str(device))
+    missing = [k for k in missing if not _is_ema_stat(k)]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"{directory / WEIGHTS_FILE} does not match its config.yaml: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    _rederive_ema_stats(tok, directory / WEIGHTS_FILE)
     return tok.to(device).eval()
+
+
+def _is_ema_stat(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in EMA_STATS
+
+
+@torch.no_grad()
+def _rederive_ema_stats(tok: torch.nn.Module, weights: Path) -> None:
+    """After loading a shipped checkpoint: ``cluster_size`` = 1 and ``embed_avg`` = ``embed`` (an EMA
+    state whose mean is exactly the shipped codebook)."""
+    with safe_open(str(weights), "pt") as f:
+        stored = set(f.keys())
+    buffers = dict(tok.named_buffers())
+    for key, buf in buffers.items():
+        if key in stored or not _is_ema_stat(key):
+            continue
+        prefix, leaf = key.rsplit(".", 1)
+        if leaf == "cluster_size":
+            buf.fill_(1.0)
+        else:
+            buf.copy_(buffers[f"{prefix}.embed"])
