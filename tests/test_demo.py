@@ -11,16 +11,6 @@ from speechlm import demo
 from speechlm.data.manifest import Corpus
 
 
-def test_default_model_is_found_from_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(demo, "ROOT", tmp_path / "repo")
-    monkeypatch.chdir(tmp_path)
-    assert demo.find_default_model() is None
-    (tmp_path / demo.DEFAULT_MODEL).mkdir(parents=True)
-    assert demo.find_default_model() is None  # an empty folder is not a model
-    (tmp_path / demo.DEFAULT_MODEL / "config.yaml").write_text("{}")
-    assert demo.find_default_model() == tmp_path / demo.DEFAULT_MODEL
-
-
 def test_pick_rows_covers_seen_and_unseen_voices_and_both_qa_domains(tiny_corpus: Path):
     corpus = Corpus.open(tiny_corpus)
     rows = demo.pick_rows(tiny_corpus, demo.DemoPlan(seen_voices=2, unseen_voices=2, questions=3))
@@ -44,7 +34,7 @@ def test_readme_says_when_the_model_is_an_untrained_pipeline_check():
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(demo, "find_default_model", lambda: None)
+    monkeypatch.setattr(demo, "default_slm", lambda: None)
     assert demo.run_demo(tmp_path / "demo", demo.DemoPlan(seen_voices=1, unseen_voices=1, questions=1, fallback_steps=4)) == 0
     out = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert out["untrained_pipeline_check"] and len(out["items"]) == 3

@@ -92,11 +92,14 @@ def _synthesizer(args: argparse.Namespace):
     from speechlm.inference.generate import GenerationConfig
     from speechlm.runtime import set_threads
 
-    if not args.model:
-        raise ValueError("--model CKPT is required (a checkpoint or run folder from `speechlm train`; no default model ships yet)")
+    from speechlm.assets import DEFAULT_SLM, default_slm
+
+    model = args.model or default_slm()
+    if model is None:
+        raise ValueError(f"no --model given and this checkout has no shipped default model at {DEFAULT_SLM}")
     set_threads(args.threads)
     generation = cfglib.from_dict(GenerationConfig, cfglib.parse_overrides(args.gen), source="--gen")
-    return Synthesizer.load(args.model, device=args.device, generation=generation, batch_size=args.batch_size)
+    return Synthesizer.load(model, device=args.device, generation=generation, batch_size=args.batch_size)
 
 
 def _cmd_tts(args: argparse.Namespace) -> int:
@@ -137,7 +140,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="checkpoint (or run) folder written by `speechlm train`")
+    p.add_argument("--model", default=None, help="checkpoint (or run) folder written by `speechlm train` (default: the shipped checkpoints/slm/default)")
     p.add_argument("--ref", default=None, help="reference recording whose voice to use (needs a codec with a timbre encoder)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository (configs/, checkpoints/)
-DEFAULT_MODEL = Path("checkpoints/slm/default")
+from speechlm.assets import REPO_ROOT as ROOT
+from speechlm.assets import default_slm
+
 FALLBACK_CONFIG = Path("configs/slm/tiny_mtp12_spk.yaml")
 UNTRAINED_NOTE = (
     "UNTRAINED PIPELINE CHECK: no shipped model was found at checkpoints/slm/default, so a tiny model was trained "
@@ -36,15 +37,6 @@ class DemoPlan:
     unseen_voices: int = 2
     questions: int = 3
     fallback_steps: int = 40
-
-
-def find_default_model() -> Path | None:
-    """The shipped default model, looked up from the working directory and from the repository."""
-    for base in (Path.cwd(), ROOT):
-        path = base / DEFAULT_MODEL
-        if (path / "config.yaml").is_file() or (path / "checkpoints").is_dir():
-            return path
-    return None
 
 
 def prepare_corpus(out: Path) -> Path:
@@ -92,7 +84,7 @@ def run_demo(out: Path, plan: DemoPlan = DemoPlan()) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     corpus_dir = prepare_corpus(out)
-    model = find_default_model()
+    model = default_slm()
     note = ""
     generation = GenerationConfig()
     if model is None:

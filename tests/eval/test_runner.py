@@ -144,3 +144,21 @@ def test_duplicate_ids_and_missing_manifest(tmp_path: Path):
         read_rows(path)
     with pytest.raises(FileNotFoundError, match="manifest not found"):
         read_rows(tmp_path / "none.jsonl")
+
+
+def test_speaker_rank_is_one_only_when_the_requested_speaker_is_closest(tmp_path: Path):
+    clips = {"low": _tone(2.0, 200), "high": _tone(2.0, 300), "low_ref": _tone(1.5, 210), "high_ref": _tone(1.5, 310)}
+    for name, wav in clips.items():
+        save_audio(tmp_path / f"{name}.wav", wav, SR)
+    rows = [  # "wrong" asks for the low speaker but sounds like the high one
+        {"id": "right", "audio": "low.wav", "text": "x", "ref_audio": "low_ref.wav", "speaker": "lo", "seen": True},
+        {"id": "also", "audio": "high.wav", "text": "x", "ref_audio": "high_ref.wav", "speaker": "hi", "seen": True},
+        {"id": "wrong", "audio": "high.wav", "text": "x", "ref_audio": "low_ref.wav", "speaker": "lo", "seen": True},
+    ]
+    path = tmp_path / "gen.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    result = evaluate_manifest(path, Judges(asr=None, speaker=BandSpeaker(), quality=None), progress=False)
+    ranks = {it["id"]: it["speaker_rank"] for it in result.items}
+    assert ranks == {"right": 1, "also": 1, "wrong": 2}
+    assert result.summary["speaker_top1_seen"] == pytest.approx(2 / 3)
+    assert result.summary["speaker_top1_unseen"] is None

@@ -54,7 +54,7 @@ Kind = Literal["tts", "qa", "text_qa"]
 KINDS: tuple[Kind, ...] = ("tts", "qa", "text_qa")
 QA_KINDS = frozenset({"qa", "text_qa"})
 DEFAULT_KINDS: tuple[Kind, ...] = ("tts", "qa")
-SUMMARY_KEYS = ("success_rate", "wer", "sim_seen", "sim_unseen", "mos", "mos_judge", "rtf")
+SUMMARY_KEYS = ("success_rate", "wer", "sim_seen", "sim_unseen", "speaker_top1_seen", "mos", "mos_judge", "rtf")
 QA_KEYS = ("em", "f1", "em_in", "f1_in", "em_out", "f1_out")
 
 

@@ -18,6 +18,10 @@ Rules (study Appendix D; DESIGN.md §7):
   twice for one failure; WER is corpus-level (edits summed over utterances).
 - **SIM** compares each clip with its ``ref_audio`` (the speaker prompt / target speaker's
   reference) and is split by the ``seen`` flag (study Table 1: seen vs unseen speakers).
+- **Speaker rank**: each clip is also compared with every speaker of the run (the mean embedding
+  of that speaker's ``ref_audio`` files); ``speaker_rank`` 1 means the requested speaker is the
+  closest of them all, and ``speaker_top1_seen``/``_unseen`` is the share of clips ranked 1
+  (needs at least two speakers with references).
 - **RTF** = total generation seconds / total generated audio seconds (rows with ``seconds``).
 - A figure with nothing to average is ``null``, never 0.
 """
@@ -164,6 +168,7 @@ class Evaluator:
         self.judges = judges
         self.criteria = criteria
         self._ref_embeddings: dict[Path, np.ndarray] = {}
+        self._embeddings: dict[str, np.ndarray] = {}  # item id -> embedding of the generated clip
 
     def _ref_embedding(self, path: Path) -> np.ndarray:
         if path not in self._ref_embeddings:
@@ -185,7 +190,8 @@ class Evaluator:
                 errors["asr"] = str(err)
         if self.judges.speaker is not None and row.ref_audio is not None:
             try:
-                item["sim"] = cosine(self.judges.speaker.embed(wav), self._ref_embedding(row.ref_audio))
+                self._embeddings[row.id] = self.judges.speaker.embed(wav)
+                item["sim"] = cosine(self._embeddings[row.id], self._ref_embedding(row.ref_audio))
             except (AudioError, ValueError, FileNotFoundError) as err:
                 errors["sim"] = str(err)
         if self.judges.quality is not None:
@@ -225,7 +231,24 @@ class Evaluator:
             item, counts = self.evaluate_row(row)
             items.append(item)
             total = total + counts if counts is not None else total
+        self.rank_speakers(rows, items)
         return EvalResult(summary=self.summarize(rows, items, total), items=items)
+
+    def rank_speakers(self, rows: list[EvalRow], items: list[dict[str, Any]]) -> None:
+        """Set ``item["speaker_rank"]``: 1 + how many other speakers' centroids are closer than its own."""
+        refs: dict[str, set[Path]] = collections.defaultdict(set)
+        for row in rows:
+            if row.speaker and row.ref_audio is not None and row.ref_audio in self._ref_embeddings:
+                refs[row.speaker].add(row.ref_audio)
+        if len(refs) < 2:
+            return
+        centroids = {name: np.mean([self._ref_embeddings[p] for p in sorted(paths)], axis=0) for name, paths in refs.items()}
+        for item in items:
+            emb = self._embeddings.get(item["id"])
+            if emb is None or item["speaker"] not in centroids:
+                continue
+            own = cosine(emb, centroids[item["speaker"]])
+            item["speaker_rank"] = 1 + sum(cosine(emb, c) > own for name, c in centroids.items() if name != item["speaker"])
 
     def summarize(self, rows: list[EvalRow], items: list[dict[str, Any]], total: ErrorCounts) -> dict[str, Any]:
         ok = [it for it in items if it["success"]]
@@ -233,6 +256,7 @@ class Evaluator:
         timed = [(r.seconds, it["audio_seconds"]) for r, it in zip(rows, items) if r.seconds is not None and it["audio_seconds"]]
         qa = [it for it in items if "em" in it]
         failures = collections.Counter(it["failure"] for it in items if not it["success"])
+        ranked = [(it["speaker_rank"] == 1, it["seen"]) for it in ok if "speaker_rank" in it]
         return {
             "n_items": len(items),
             "n_success": len(ok),
@@ -241,6 +265,8 @@ class Evaluator:
             "sim": _mean([s for s, _ in sims]),
             "sim_seen": _mean([s for s, seen in sims if seen is True]),
             "sim_unseen": _mean([s for s, seen in sims if seen is False]),
+            "speaker_top1_seen": _mean([float(top) for top, seen in ranked if seen is True]),
+            "speaker_top1_unseen": _mean([float(top) for top, seen in ranked if seen is False]),
             "mos": _mean([it["mos"] for it in ok if it["mos"] is not None]),
             "rtf": sum(s for s, _ in timed) / sum(a for _, a in timed) if timed else None,
             "em": _mean([it["em"] for it in qa]),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from speechlm.assets import resolve_asset
 from speechlm.data.codes import CodeCache, ensure_code_cache, tokenizer_fingerprint
 from speechlm.data.dataset import EncodedExample, SequenceEncoder, SkippedExample, encode_split
 from speechlm.data.manifest import Corpus
@@ -48,7 +49,7 @@ class TrainingSetup:
 
 def build_speech_tokenizer(src: TokenizerSource, device: torch.device) -> SpeechTokenizer:
     if src.checkpoint is not None:
-        return load_tokenizer(src.checkpoint, device=device)
+        return load_tokenizer(resolve_asset(src.checkpoint), device=device)
     with torch.random.fork_rng():  # a random-init tokenizer must not shift the run's RNG stream
         torch.manual_seed(src.seed)
         tok = build_tokenizer(src.load_config())
