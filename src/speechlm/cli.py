@@ -85,14 +85,29 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue exactly from the run's newest checkpoint")
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("ship", help="write a trained SLM as a shipped model: fp16 weights, voices, model card")
+    p.add_argument("run", help="run (or checkpoint) folder written by `speechlm train`")
+    p.add_argument("--out", required=True, help="folder to write (replaced), e.g. checkpoints/slm/default")
+    p.add_argument("--codec", default=None, help="shipped codec folder to point the config at (must be the one trained on)")
+    p.add_argument("--eval", default=None, help="`speechlm eval` JSON whose figures go into the model card")
+    p.add_argument("--note", default="", help="a paragraph for the model card")
+    p.set_defaults(func=_cmd_ship)
+
+
+def _cmd_ship(args: argparse.Namespace) -> int:
+    from speechlm.train.ship import ship_model, shipped_size
+
+    out = ship_model(args.run, args.out, codec=args.codec, eval_json=args.eval, note=args.note)
+    print(f"shipped {args.run} -> {out} ({shipped_size(out) / 1e6:.1f} MB)")
+    return 0
+
 
 def _synthesizer(args: argparse.Namespace):
     from speechlm import config as cfglib
+    from speechlm.assets import DEFAULT_SLM, default_slm
     from speechlm.inference.api import Synthesizer
     from speechlm.inference.generate import GenerationConfig
     from speechlm.runtime import set_threads
-
-    from speechlm.assets import DEFAULT_SLM, default_slm
 
     model = args.model or default_slm()
     if model is None:
