@@ -35,7 +35,8 @@ def _cmd_codec_eval(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.ckpt)
     judges = Judges() if args.no_judges else Judges.default(Path(args.data))
     audio_dir = Path(args.audio_dir) if args.audio_dir else None
-    report = evaluate_codec(tok, Path(args.data), args.split, judges, args.max_items, audio_dir)
+    streams = tuple(int(k) for k in args.streams.split(",")) if args.streams else None
+    report = evaluate_codec(tok, Path(args.data), args.split, judges, args.max_items, audio_dir, streams)
     report["command"] = shlex.join(["speechlm", *sys.argv[1:]])
     print(format_summary(report["summary"]))
     if args.json:
@@ -112,6 +113,7 @@ def add_codec(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-items", type=int, default=0, help="evaluate N utterances spread evenly over the split (0 = all)")
     p.add_argument("--no-judges", action="store_true", help="signal metrics only (no ASR/speaker/MOS)")
     p.add_argument("--audio-dir", default=None, help="also write the resynthesised wavs here")
+    p.add_argument("--streams", default=None, help="decode only these streams, e.g. 0,1,2 (the SLM's streams of the decoupled codec)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.set_defaults(func=_cmd_codec_eval)
 

@@ -79,3 +79,16 @@ def test_judges_fill_figures_and_refusals_are_reported(tiny_corpus: Path) -> Non
     assert s["wer_ground_truth"] == 0.0 and s["wer"] == 1.0
     assert s["sim"] is None and len(report["skipped"]) == 2
     assert all("speaker: no speech found" in row["error"] for row in report["skipped"])
+
+
+def test_stream_subset_decoding_is_reported_and_checked(tok, tiny_corpus: Path) -> None:
+    torch.manual_seed(0)
+    dec = build_tokenizer(tiny_tokenizer_config("decoupled")).eval()
+    wav = np.random.default_rng(1).standard_normal(4_000).astype(np.float32) * 0.1
+    full, _ = resynthesize(dec, wav)
+    part, _ = resynthesize(dec, wav, (0, 1, 2))
+    assert part.shape == full.shape and not np.allclose(part, full)  # the acoustic streams were left out
+    report = evaluate_codec(dec, tiny_corpus, "test", Judges(), max_items=1, streams=(0, 1, 2))
+    assert report["summary"]["decoded_streams"] == [0, 1, 2]
+    with pytest.raises(ValueError, match="subset of its streams"):
+        evaluate_codec(tok, tiny_corpus, "test", Judges(), max_items=1, streams=(0,))

@@ -64,13 +64,20 @@ class Judges:
         return cls(asr=AsrJudge.default(corpus_dir), speaker=SpeakerJudge.default(), quality=QualityJudge.default())
 
 
-def resynthesize(tok: SpeechTokenizer, wav: np.ndarray) -> tuple[np.ndarray, float]:
-    """One utterance through encode + decode -> (resynthesis cut to the input length, seconds taken)."""
+def resynthesize(tok: SpeechTokenizer, wav: np.ndarray, streams: tuple[int, ...] | None = None) -> tuple[np.ndarray, float]:
+    """One utterance through encode + decode -> (resynthesis cut to the input length, seconds taken).
+
+    ``streams`` decodes only those streams (``decode_streams``: e.g. the SLM's prosody + content
+    streams of the decoupled codec, study App. E.2); None decodes them all.
+    """
     x = torch.from_numpy(wav)[None].to(next(tok.parameters()).device)
     n = torch.tensor([wav.shape[0]], device=x.device)
     start = time.perf_counter()
     enc = tok.encode(x, n)
-    dec = tok.decode(enc.codes, enc.lengths, enc.speaker)
+    if streams is None:
+        dec = tok.decode(enc.codes, enc.lengths, enc.speaker)
+    else:
+        dec = tok.decode_streams(enc.codes[:, list(streams)], streams, enc.lengths, enc.speaker)
     seconds = time.perf_counter() - start
     return dec.wav[0, : wav.shape[0]].float().cpu().numpy(), seconds
 
@@ -139,8 +146,14 @@ def evaluate_codec(
     judges: Judges | None = None,
     max_items: int = 0,
     audio_dir: Path | None = None,
+    streams: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
-    """Resynthesis figures over the corpus's TTS ``split``; see the module docstring for the keys."""
+    """Resynthesis figures over the corpus's TTS ``split``; see the module docstring for the keys.
+
+    ``streams``: decode only these streams (see :func:`resynthesize`); the summary names them.
+    """
+    if streams is not None and not hasattr(tok, "decode_streams"):
+        raise ValueError(f"{tok.describe()} cannot decode a subset of its streams (no decode_streams)")
     corpus = Corpus.open(corpus_dir)
     rows: list[Utterance] = corpus.tts(split)
     if 0 < max_items < len(rows):  # an even stride keeps every speaker (rows are grouped by speaker)
@@ -149,7 +162,7 @@ def evaluate_codec(
         raise ValueError(f"corpus {corpus_dir} has no '{split}' TTS utterances to evaluate")
     judges = judges if judges is not None else Judges()
     tok.eval()
-    resynthesize(tok, np.zeros(tok.sample_rate // 2, dtype=np.float32))  # warm-up: keep one-off costs out of the RTF
+    resynthesize(tok, np.zeros(tok.sample_rate // 2, dtype=np.float32), streams)  # warm-up: keep one-off costs out of the RTF
     items, skipped, codec_seconds = [], [], 0.0
     for row in tqdm(rows, desc=f"codec eval ({split})"):
         try:
@@ -157,7 +170,7 @@ def evaluate_codec(
         except (AudioError, FileNotFoundError) as err:
             skipped.append({"id": row.id, "error": str(err)})
             continue
-        deg, seconds = resynthesize(tok, ref)
+        deg, seconds = resynthesize(tok, ref, streams)
         codec_seconds += seconds
         item = ItemResult(id=row.id, speaker=row.speaker, seconds=len(ref) / tok.sample_rate, text=row.text)
         item.stoi = metrics.stoi(ref, deg, tok.sample_rate)
@@ -167,7 +180,9 @@ def evaluate_codec(
         if audio_dir is not None:
             save_audio(Path(audio_dir) / f"{row.id}.wav", deg, tok.sample_rate)
         items.append(item)
-    report = {"summary": summarize(tok, items, codec_seconds, judges), "items": [asdict(i) for i in items]}
+    summary = summarize(tok, items, codec_seconds, judges)
+    summary["decoded_streams"] = list(streams) if streams is not None else list(range(len(tok.streams)))
+    report = {"summary": summary, "items": [asdict(i) for i in items]}
     report["skipped"] = skipped
     return report
 
