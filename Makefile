@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow clean
+.PHONY: setup demo test test-slow default-model clean
 setup:
 	@bash scripts/setup.sh
 
@@ -14,6 +14,14 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# Re-create the shipped default model (checkpoints/slm/default) from scratch: ~75 min on one CPU core.
+default-model: setup
+	test -f data/demo/corpus.json || $(BIN)/speechlm data synth --preset demo --out data/demo
+	$(BIN)/speechlm train configs/slm/default_stage1.yaml
+	$(BIN)/speechlm train configs/slm/default_stage2.yaml
+	$(BIN)/speechlm eval runs/slm/default --data data/demo --kinds tts,qa --limit 60 --threads 1 --json runs/slm/default_eval/report.json
+	$(BIN)/speechlm ship runs/slm/default --out checkpoints/slm/default --eval runs/slm/default_eval/report.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache

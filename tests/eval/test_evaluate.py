@@ -127,6 +127,8 @@ def test_select_rows_rejects_unknown_kinds_and_empty_splits(tiny_corpus: Path):
     with pytest.raises(ValueError, match="unknown evaluation kind"):
         select_rows(corpus, "test", ("asr",))
     assert len(select_rows(corpus, "test", ("tts",), limit=2)["tts"]) == 2
+    some = select_rows(corpus, "test", ("tts",), limit=5)["tts"]
+    assert len({r.speaker for r in some}) == 5  # an even stride reaches every speaker, not the first one's rows
     assert [r.domain for r in select_rows(corpus, "test", ("qa",), limit=2)["qa"]] == ["in", "in", "out", "out"]
     with pytest.raises(ValueError, match="split"):
         select_rows(corpus, "dev")

@@ -31,6 +31,8 @@ recording scored by SIM never conditions its own generation).
 
 from __future__ import annotations
 
+import math
+
 import time
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
@@ -127,18 +129,26 @@ def is_seen(corpus: Corpus, row: Utterance) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+def spread(rows: list[Utterance], limit: int) -> list[Utterance]:
+    """``limit`` rows at an even stride (all of them when ``limit`` is 0 or covers them)."""
+    if limit <= 0 or limit >= len(rows):
+        return list(rows)
+    return rows[:: math.ceil(len(rows) / limit)][:limit]
+
+
 def select_rows(corpus: Corpus, split: str, kinds: Sequence[Kind] = DEFAULT_KINDS, limit: int = 0) -> dict[Kind, list[Utterance]]:
-    """The rows to evaluate per kind; ``limit`` > 0 keeps the first N of each kind (of each QA domain,
-    since Table 3 reports in-domain and out-of-domain questions separately)."""
+    """The rows to evaluate per kind; ``limit`` > 0 keeps N of each kind (of each QA domain, since
+    Table 3 reports in-domain and out-of-domain questions separately), taken at an even stride so that
+    every speaker / role of the split stays represented (the manifests are grouped by speaker)."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown evaluation kind(s) {unknown}; choose from {KINDS}")
     rows: dict[Kind, list[Utterance]] = {}
     for kind in kinds:
         if kind == "tts":
-            selected = corpus.tts(split)[: limit or None]
+            selected = spread(corpus.tts(split), limit)
         else:
-            selected = [r for domain in ("in", "out") for r in corpus.qa(split, domain=domain)[: limit or None]]
+            selected = [r for domain in ("in", "out") for r in spread(corpus.qa(split, domain=domain), limit)]
         if kind == "text_qa" and "qa" in kinds:
             raise ValueError("evaluate 'qa' (spoken answers) or 'text_qa' (text-only baseline), not both: they share row ids")
         if selected:
