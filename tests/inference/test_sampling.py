@@ -26,6 +26,24 @@ def test_penalty_ignores_unemitted_entries_and_exempt_ids():
     assert out[1, 0].tolist() == [0.5, 1, 1, 1]
 
 
+def test_compact_penalty_equals_the_full_vocabulary_penalty_read_at_the_columns():
+    # streams {0,1,2} | {3,4,5}, END=6, PAD=7; slot 0 -> stream 0, slot 1 -> stream 1; slot 1 has an unused column (8)
+    V = 8
+    columns = torch.tensor([[0, 1, 2, 6, 7], [3, 4, 6, 7, 8]])
+    full = torch.randn(2, 2, V)
+    hist = torch.tensor([[0, 4, 6, -1], [2, 2, 3, 5]])
+    want = S.RepetitionPenalty(1.5, exempt=(6, 7))(full, hist)
+    padded = torch.cat([full, torch.zeros(2, 2, 1)], -1)
+    compact = padded.gather(-1, columns.expand(2, -1, -1))
+    got = S.RepetitionPenalty(1.5, exempt=(6, 7), columns=columns, vocab_size=V)(compact, hist)
+    torch.testing.assert_close(got[:, 0], want[:, 0, columns[0]])
+    torch.testing.assert_close(got[:, 1, :4], want[:, 1, columns[1, :4]])
+    with pytest.raises(ValueError, match="go together"):
+        S.RepetitionPenalty(1.5, columns=columns)
+    with pytest.raises(ValueError, match="do not match"):
+        S.RepetitionPenalty(1.5, columns=columns, vocab_size=V)(torch.zeros(2, 2, 3), hist)
+
+
 def test_penalty_applies_to_every_slot_and_masks_keep_streams_apart():
     # two streams of size 2 -> ids {0,1} | {2,3}, END=4, PAD=5; G=2 slots with fixed streams
     allowed = torch.zeros(2, 6, dtype=torch.bool)

@@ -189,12 +189,25 @@ class Generator:
         self.frame_rate = frame_rate
         self.speech_begin = text.special_id(SPEECH_BEGIN)
         vocab = layout.vocab
+        # When the head gives each slot only its own stream's ids (Eq. 3), decode in its compact
+        # [G, W] columns (W = |stream| + END + PAD) instead of scattering to the whole [G, Vs]
+        # vocabulary: the mask, penalty and argmax then touch K times fewer logits per step.
+        head = model.speech_head
+        self._columns: Tensor | None = None if head.full_vocab else head.columns  # [G,W] global ids
         self._speech_procs = build_processors(
-            self.cfg.sampling, exempt=(vocab.end_id, vocab.pad_id), frame_tokens=layout.num_streams
+            self.cfg.sampling,
+            exempt=(vocab.end_id, vocab.pad_id),
+            frame_tokens=layout.num_streams,
+            columns=None if self._columns is None else self._columns.cpu(),
+            vocab_size=None if self._columns is None else vocab.size,
         )
         # Text answers are short: the penalty looks at the whole answer (window 0).
         self._text_procs = build_processors(replace(self.cfg.sampling, penalty_window=0))
-        self._masks = _periodic_masks(layout, self.cfg.stop_at_end)  # [period,G,V]
+        masks = _periodic_masks(layout, self.cfg.stop_at_end)  # [period,G,V]
+        if self._columns is not None:  # the same masks read at each slot's columns; unused columns never
+            masks = torch.cat([masks, masks.new_zeros(*masks.shape[:-1], 1)], -1)
+            masks = masks.gather(-1, self._columns.cpu().expand(masks.shape[0], -1, -1))  # [period,G,W]
+        self._masks = masks
         self._rng: torch.Generator | None = None
 
     @property
@@ -336,12 +349,16 @@ class Generator:
     def _speech_step(self, state: DecodeState, rows: Tensor) -> None:
         L, G, end, pad = state.length, self.layout.group_size, self.layout.vocab.end_id, self.layout.vocab.pad_id
         n_groups = state.num_groups[rows]
-        logits = self.model.speech_head(state.hidden[rows]).float()  # [n,G,V]
+        head = self.model.speech_head
+        hidden = state.hidden[rows]
+        logits = (head(hidden) if self._columns is None else head.slot_logits(hidden)).float()  # [n,G,V] or [n,G,W]
         logits = logits.masked_fill(~self._masks[n_groups % self._masks.shape[0]], float("-inf"))
         # Only the penalty window is read (constant work per step, however long the speech).
         window = self.cfg.sampling.penalty_window * self.layout.num_streams
         history = state.history[rows, max(0, state.steps * G - window) if window else 0 : state.steps * G]
         ids = choose(logits, history, self._speech_procs, self.cfg.sampling.do_sample, self._rng)  # [n,G]
+        if self._columns is not None:  # compact column -> global speech id
+            ids = self._columns[torch.arange(G, device=ids.device), ids]
         # Everything after the first END of a group is PAD (layout.mtp.group's convention).
         after_end = (ids == end).long().cumsum(-1) - (ids == end).long() > 0
         ids = ids.masked_fill(after_end, pad)

@@ -55,27 +55,49 @@ class RepetitionPenalty:
 
     A positive logit is divided by ``penalty`` and a negative one multiplied, so a seen token always
     becomes *less* likely whatever the sign of its logit. ``exempt`` ids (END/PAD) are never penalised.
+
+    ``columns`` ``[G, W]`` (with ``vocab_size``) is for compact logits ``[B, G, W]`` whose column j of
+    slot g scores global id ``columns[g, j]`` (the MTP head's per-slot vocabularies, study Eq. 3;
+    ``columns == vocab_size`` marks an unused column); history stays in global ids.
     """
 
-    def __init__(self, penalty: float, window: int = 0, exempt: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        penalty: float,
+        window: int = 0,
+        exempt: tuple[int, ...] = (),
+        columns: torch.Tensor | None = None,
+        vocab_size: int | None = None,
+    ) -> None:
         if penalty < 1.0:
             raise ValueError(f"repetition penalty must be >= 1.0, got {penalty}")
         if window < 0:
             raise ValueError(f"window must be >= 0 (0 = whole history), got {window}")
+        if (columns is None) != (vocab_size is None):
+            raise ValueError("columns and vocab_size go together (compact logits need the global vocabulary size)")
+        if columns is not None and (columns.dim() != 2 or int(columns.min()) < 0 or int(columns.max()) > vocab_size):
+            raise ValueError(f"columns must be [G, W] global ids in [0, {vocab_size}], got shape {tuple(columns.shape)}")
         self.penalty, self.window, self.exempt = float(penalty), int(window), tuple(exempt)
+        self.columns, self.vocab_size = columns, vocab_size
 
     def __call__(self, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        B, G, V = logits.shape
+        B, G, W = logits.shape
         if self.penalty == 1.0 or history.numel() == 0:
             return logits
+        V = self.vocab_size if self.vocab_size is not None else W
         recent = history[:, -self.window :] if self.window else history  # [B, L']
         emitted = (recent >= 0).long()  # -1 marks "nothing emitted" (finished items, padding)
-        counts = torch.zeros(B, V, dtype=torch.long, device=logits.device)
+        counts = torch.zeros(B, V + 1, dtype=torch.long, device=logits.device)  # + the unused-column id V
         counts.scatter_add_(1, recent.clamp(0, V - 1), emitted)
         seen = counts > 0
         if self.exempt:
             seen[:, list(self.exempt)] = False
-        seen = seen[:, None, :].expand(B, G, V)
+        if self.columns is None:
+            seen = seen[:, None, :V].expand(B, G, V)
+        else:
+            if tuple(self.columns.shape) != (G, W):
+                raise ValueError(f"columns {tuple(self.columns.shape)} do not match logits {tuple(logits.shape)}")
+            seen = seen[:, self.columns.to(logits.device)]  # [B,G,W]
         penalised = torch.where(logits > 0, logits / self.penalty, logits * self.penalty)
         return torch.where(seen, penalised, logits)
 
@@ -144,17 +166,25 @@ class TopP:
 
 
 def build_processors(
-    cfg: SamplingConfig, allowed: torch.Tensor | None = None, exempt: tuple[int, ...] = (), frame_tokens: int = 1
+    cfg: SamplingConfig,
+    allowed: torch.Tensor | None = None,
+    exempt: tuple[int, ...] = (),
+    frame_tokens: int = 1,
+    columns: torch.Tensor | None = None,
+    vocab_size: int | None = None,
 ) -> list[LogitsProcessor]:
     """The processor chain for ``cfg``: mask, penalty, then (when sampling) temperature/top-k/top-p.
 
-    ``frame_tokens`` converts the penalty window from frames to history entries (K tokens per frame).
+    ``frame_tokens`` converts the penalty window from frames to history entries (K tokens per frame);
+    ``columns``/``vocab_size``: the logits are compact per-slot columns (see :class:`RepetitionPenalty`).
     """
     procs: list[LogitsProcessor] = []
     if allowed is not None:
         procs.append(AllowedMask(allowed))
     if cfg.repetition_penalty != 1.0:
-        procs.append(RepetitionPenalty(cfg.repetition_penalty, cfg.penalty_window * frame_tokens, exempt))
+        procs.append(
+            RepetitionPenalty(cfg.repetition_penalty, cfg.penalty_window * frame_tokens, exempt, columns, vocab_size)
+        )
     if cfg.do_sample:
         procs.append(Temperature(cfg.temperature))
         if cfg.top_k:
