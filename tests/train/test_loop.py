@@ -123,6 +123,21 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_corpus, tmp_path,
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_resumed_with_more_steps_follows_the_longer_schedule(tiny_corpus, tmp_path, cache_dir):
+    from speechlm.train.loop import WarmupCosine
+
+    sections = {"optim": {"warmup_ratio": 0.25}, "train": {"max_steps": 4, "save_every": 2, "log_every": 1}}
+    short = tiny_config(tiny_corpus, tmp_path / "run", cache_dir, **sections)
+    train(_load(short), show_progress=False)
+    longer = _load(cfglib.merge(short, {"train": {"max_steps": 8}}))
+    train(longer, resume=True, show_progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["lr"] for r in rows if "lr" in r}
+    schedule = WarmupCosine.from_config(longer.optim, 8)
+    for step in (5, 6, 7):  # the LR logged after step s is the schedule's value for step s
+        assert lrs[step] == pytest.approx(longer.optim.lr * schedule(step)), (step, lrs)
+
+
 def test_speaker_aware_stage2_starts_from_stage1_and_checks_its_tokenizer(tiny_corpus, tmp_path, cache_dir):
     """The study's recipe in miniature: speaker-aware TTS+ASR (decoupled codec's timbre vector), then role-QA."""
     aware = {"tokenizer": {"config": str(DECOUPLED)}, "model": {"speaker_dim": 16}}

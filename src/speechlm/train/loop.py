@@ -162,7 +162,11 @@ def prepare(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = Tru
         names = ", ".join(s.id for s in setup.skipped[:5]) + (" ..." if len(setup.skipped) > 5 else "")
         print(f"skipped {len(setup.skipped)} sequences longer than data.max_positions={cfg.data.max_positions}: {names}")
     optimizer = make_optimizer(setup.model, cfg.optim)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine.from_config(cfg.optim, cfg.train.max_steps))
+    schedule = WarmupCosine.from_config(cfg.optim, cfg.train.max_steps)
+    # A plain function, not the dataclass itself: LambdaLR checkpoints a callable object's fields and
+    # would restore the old length on resume, so a run resumed with a larger train.max_steps would
+    # keep decaying towards the old end. The schedule always follows the current config.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step))
     # The scheduler stays outside prepare(): it steps once per optimizer step, whatever the world size.
     model, optimizer = accelerator.prepare(setup.model, optimizer)
     sampler = BucketBatchSampler(
