@@ -15,7 +15,7 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
-# Re-create the shipped default model (checkpoints/slm/default) from scratch: ~75 min on one CPU core.
+# Re-create the shipped default model (checkpoints/slm/default) from scratch: ~85 min on one CPU core.
 default-model: setup
 	test -f data/demo/corpus.json || $(BIN)/speechlm data synth --preset demo --out data/demo
 	$(BIN)/speechlm train configs/slm/default_stage1.yaml
