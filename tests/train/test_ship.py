@@ -35,7 +35,7 @@ def test_ship_writes_fp16_weights_voices_and_a_card(tmp_path: Path):
     assert not (out / "trainer_state.pt").exists() and shipped_size(out) < shipped_size(ckpt)
     assert SpeakerTable.load(out).names == ["alice", "bob"]
     card = (out / "README.md").read_text()
-    assert "| WER (ASR judge) | 0.05 |" in card and "hello" in card
+    assert "| WER (ASR judge) | 5.0% |" in card and "hello" in card
     assert "items" not in json.loads((out / "eval.json").read_text())
     shipped, original = load_slm(out), load_slm(ckpt)
     for (name, a), (_, b) in zip(shipped.model.state_dict().items(), original.model.state_dict().items()):

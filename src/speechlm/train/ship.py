@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from speechlm import config as cfglib
 from speechlm.assets import resolve_asset
 from speechlm.data.codes import cache_dir_for, tokenizer_fingerprint
+from speechlm.eval.report import format_value
 from speechlm.inference.speakers import SPEAKERS_FILE, SpeakerTable, table_for_checkpoint
 from speechlm.tokenizers.registry import load_tokenizer
 from speechlm.train.checkpoint import CONFIG_FILE, META_FILE, MODEL_FILE, TEXT_DIR, read_meta, resolve_checkpoint
@@ -43,12 +44,6 @@ CARD_ROWS = (
     ("em_out", "QA exact match, out-of-domain"),
     ("f1_out", "QA F1, out-of-domain"),
 )
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _run_facts(ckpt: Path) -> dict[str, Any]:
@@ -73,8 +68,9 @@ def model_card(name: str, ckpt: Path, config_yaml: str, meta: dict[str, Any], fa
     ]
     if facts:
         lines.append(
-            f"- final training loss {_fmt(facts.get('loss'))}, validation loss {_fmt(facts.get('val_loss'))}, "
-            f"{_fmt(facts.get('train_seconds'))} s of training at {_fmt(facts.get('positions_per_s'))} positions/s"
+            f"- final training loss {format_value('loss', facts.get('loss'))}, validation loss "
+            f"{format_value('val_loss', facts.get('val_loss'))}, {format_value('s', facts.get('train_seconds'))} s of "
+            f"training (this resumption) at {format_value('s', facts.get('positions_per_s'))} positions/s"
         )
     lines += ["- resolved training config:", "", "```yaml", config_yaml.rstrip(), "```", ""]
     summary = evaluation.get("summary", {})
@@ -88,7 +84,7 @@ def model_card(name: str, ckpt: Path, config_yaml: str, meta: dict[str, Any], fa
             "| figure | value |",
             "|---|---|",
         ]
-        lines += [f"| {label} | {_fmt(summary.get(key))} |" for key, label in CARD_ROWS if key in summary]
+        lines += [f"| {label} | {format_value(key, summary.get(key))} |" for key, label in CARD_ROWS if key in summary]
         if evaluation.get("command"):
             lines += ["", f"Measured with: `{evaluation['command']}`"]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -73,16 +74,21 @@ class Judges:
         }
 
 
-def build_asr(cfg: AsrConfig, corpus_dir: str | Path | None, device: str = "cpu") -> AsrJudge | None:
+def build_asr(
+    cfg: AsrConfig, corpus_dir: str | Path | None, device: str = "cpu", lm_exclude: Collection[str] = ()
+) -> AsrJudge | None:
+    """The ASR judge ``cfg`` asks for; ``lm_exclude``: sentences kept out of pocketsphinx's domain LM."""
     if cfg.kind == "none":
         return None
     if cfg.kind == "whisper":
         return WhisperJudge(cfg.path, device=device)
-    return PocketsphinxJudge(cfg.pocketsphinx, corpus_dir)
+    return PocketsphinxJudge(cfg.pocketsphinx, corpus_dir, lm_exclude=lm_exclude)
 
 
-def build_judges(cfg: JudgesConfig = JudgesConfig(), corpus_dir: str | Path | None = None) -> Judges:
-    """Build every judge ``cfg`` asks for (the domain LM comes from ``corpus_dir``)."""
+def build_judges(
+    cfg: JudgesConfig = JudgesConfig(), corpus_dir: str | Path | None = None, lm_exclude: Collection[str] = ()
+) -> Judges:
+    """Build every judge ``cfg`` asks for (the domain LM comes from ``corpus_dir``, minus ``lm_exclude``)."""
     speaker = {
         "resemblyzer": lambda: ResemblyzerJudge(device=cfg.device),
         "wavlm": lambda: WavLMJudge(cfg.speaker.path, device=cfg.device),
@@ -93,4 +99,4 @@ def build_judges(cfg: JudgesConfig = JudgesConfig(), corpus_dir: str | Path | No
         "utmos": lambda: UtmosJudge(cfg.quality.path, device=cfg.device),
         "none": lambda: None,
     }[cfg.quality.kind]()
-    return Judges(asr=build_asr(cfg.asr, corpus_dir, cfg.device), speaker=speaker, quality=quality)
+    return Judges(asr=build_asr(cfg.asr, corpus_dir, cfg.device, lm_exclude), speaker=speaker, quality=quality)
