@@ -32,6 +32,13 @@ def test_readme_says_when_the_model_is_an_untrained_pipeline_check():
     assert "UNTRAINED" not in demo.render_readme(Path("m"), "", {"summary": summary, "items": [item]})
 
 
+def test_readme_quotes_the_shipped_models_status_line(tmp_path: Path):
+    (tmp_path / "README.md").write_text("# default\n\n**Status: undertrained; WER 100 %.** More.\n\n## Training\n")
+    summary = {"success_rate": 1.0, "wer": 1.0, "sim_seen": None, "sim_unseen": None, "mos": None, "rtf": 0.1}
+    text = demo.render_readme(tmp_path, "", {"summary": summary, "items": []})
+    assert "> **Status: undertrained; WER 100 %.** More." in text
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(demo, "default_slm", lambda: None)

@@ -122,11 +122,21 @@ def _f(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def model_status(model: Path) -> str:
+    """The ``**Status: ...`` paragraph of a shipped model's card (``speechlm ship --note``), if any."""
+    card = model / "README.md"
+    if not card.is_file():
+        return ""
+    return next((line for line in card.read_text().splitlines() if line.startswith("**Status")), "")
+
+
 def render_readme(model: Path, note: str, report: dict[str, Any]) -> str:
     s = report["summary"]
     lines = ["# speechlm demo", "", f"Model: `{model}`.", ""]
     if note:
         lines += [f"> **{note}**", ""]
+    elif model_status(model):
+        lines += [f"> {model_status(model)}", ""]
     lines += ["## Text to speech (seen and unseen voices)", "",
               "| text | voice | seen | judge transcript | WER | SIM | MOS | RTF | ok |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for it in report["items"]:

@@ -70,7 +70,7 @@ def model_card(name: str, ckpt: Path, config_yaml: str, meta: dict[str, Any], fa
         lines.append(
             f"- final training loss {format_value('loss', facts.get('loss'))}, validation loss "
             f"{format_value('val_loss', facts.get('val_loss'))}, {format_value('s', facts.get('train_seconds'))} s of "
-            f"training (this resumption) at {format_value('s', facts.get('positions_per_s'))} positions/s"
+            f"training in this run at {format_value('s', facts.get('positions_per_s'))} positions/s"
         )
     lines += ["- resolved training config:", "", "```yaml", config_yaml.rstrip(), "```", ""]
     summary = evaluation.get("summary", {})
