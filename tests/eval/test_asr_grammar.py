@@ -107,7 +107,7 @@ def test_lm_exclude_leaves_the_sentences_out_of_the_lm(tiny_corpus: Path, tmp_pa
     lines = [ln for ln in (tiny_corpus / "grammar" / "lm_text.txt").read_text().splitlines() if ln.strip()]
     counts = Counter(t for ln in lines for t in _trigrams(ln))
     line, unique = next((ln, t) for ln in lines for t in _trigrams(ln) if counts[t] == 1)
-    cfg = PocketsphinxConfig()
+    cfg = PocketsphinxConfig(order=3)
     kept = _arpa_ngrams(build_domain_lm(tiny_corpus, cfg, tmp_path / "all.lm").read_text())
     # Written as a manifest would hold it: capitalised, with a full stop.
     held = _arpa_ngrams(build_domain_lm(tiny_corpus, cfg, tmp_path / "held.lm", exclude=[line.capitalize() + "."]).read_text())
