@@ -20,8 +20,8 @@ default-model: setup
 	test -f data/demo/corpus.json || $(BIN)/speechlm data synth --preset demo --out data/demo
 	$(BIN)/speechlm train configs/slm/default_stage1.yaml
 	$(BIN)/speechlm train configs/slm/default_stage2.yaml
-	$(BIN)/speechlm eval runs/slm/default --data data/demo --kinds tts,qa --limit 60 --threads 1 --json runs/slm/default_eval/report.json
-	$(BIN)/speechlm ship runs/slm/default --out checkpoints/slm/default --eval runs/slm/default_eval/report.json
+	$(BIN)/speechlm eval runs/slm/default_stage2 --data data/demo --kinds tts,qa --limit 48 --threads 1 --json runs/slm/default_eval/report.json
+	$(BIN)/speechlm ship runs/slm/default_stage2 --out checkpoints/slm/default --eval runs/slm/default_eval/report.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache
