@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_model, save_file, save_model
 
 from speechlm import config as cfglib
@@ -131,12 +130,12 @@ def load_tokenizer(directory: str | Path, device: str | torch.device = "cpu") ->
     cfg = cfglib.load(TokenizerConfig, directory / CONFIG_FILE)
     tok = build_tokenizer(cfg)
     missing, unexpected = load_model(tok, str(directory / WEIGHTS_FILE), strict=False, device=str(device))
-    missing = [k for k in missing if not _is_ema_stat(k)]
-    if missing or unexpected:
+    absent = [k for k in missing if not _is_ema_stat(k)]
+    if absent or unexpected:
         raise RuntimeError(
-            f"{directory / WEIGHTS_FILE} does not match its config.yaml: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{directory / WEIGHTS_FILE} does not match its config.yaml: missing {absent[:5]}, unexpected {unexpected[:5]}"
         )
-    _rederive_ema_stats(tok, directory / WEIGHTS_FILE)
+    _rederive_ema_stats(tok, [k for k in missing if _is_ema_stat(k)])
     return tok.to(device).eval()
 
 
@@ -145,15 +144,12 @@ def _is_ema_stat(key: str) -> bool:
 
 
 @torch.no_grad()
-def _rederive_ema_stats(tok: torch.nn.Module, weights: Path) -> None:
-    """After loading a shipped checkpoint: ``cluster_size`` = 1 and ``embed_avg`` = ``embed`` (an EMA
-    state whose mean is exactly the shipped codebook)."""
-    with safe_open(str(weights), "pt") as f:
-        stored = set(f.keys())
+def _rederive_ema_stats(tok: torch.nn.Module, keys: list[str]) -> None:
+    """For the EMA statistics ``keys`` a shipped checkpoint left out: ``cluster_size`` = 1 and
+    ``embed_avg`` = ``embed`` (an EMA state whose mean is exactly the shipped codebook)."""
     buffers = dict(tok.named_buffers())
-    for key, buf in buffers.items():
-        if key in stored or not _is_ema_stat(key):
-            continue
+    for key in keys:
+        buf = buffers[key]
         prefix, leaf = key.rsplit(".", 1)
         if leaf == "cluster_size":
             buf.fill_(1.0)
