@@ -260,7 +260,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     study = load_study(args.config, args.overrides)
     only = [c for c in args.cells.split(",") if c] if args.cells else []
-    report = run_study(study, Path(args.out), only=only)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s] if args.seeds else []
+    except ValueError:
+        raise SystemExit(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    report = run_study(study, Path(args.out), only=only, seeds=seeds)
     print(f"report: {Path(args.out) / 'report.md'} ({report['runs']} runs; {len(report['missing'])} not run yet)")
     return 0
 
@@ -299,6 +303,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="a.b=c study-config overrides (e.g. steps=50)")
     p.add_argument("--out", required=True, help="results folder: cells/<cell>/seed<k>.json, report.md, report.json, plots")
     p.add_argument("--cells", default=None, help="comma-separated cell names to run now (default: all); finished ones are skipped")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds to run now (default: each cell's seeds)")
     p.set_defaults(func=_cmd_study)
 
 

@@ -116,6 +116,14 @@ def test_selected_cells_pull_in_their_stage_one_cell(tmp_path: Path):
     assert [c.name for c, _ in pending(study, out, only=["c"])] == ["c"]
 
 
+def test_seed_selection_splits_a_grid_by_seed(tmp_path: Path):
+    study = _study(tmp_path, [_cell("a", seeds=[0, 1, 2]), _cell("b"), _cell("c", seeds=[1])])
+    out = tmp_path / "out"
+    assert [(c.name, s) for c, s in pending(study, out, seeds=[0])] == [("a", 0), ("b", 0)]
+    assert [(c.name, s) for c, s in pending(study, out, seeds=[1, 2])] == [("a", 1), ("a", 2), ("c", 1)]
+    assert [(c.name, s) for c, s in pending(study, out, only=["a"], seeds=[2])] == [("a", 2)]
+
+
 def test_report_tables_show_seed_spread_missing_cells_and_null_figures(tmp_path: Path):
     study = _study(tmp_path, [_cell("a", seeds=[0, 1, 2], tables=["t1", "t3"]), _cell("b", tables=["t1", "t2"]), _cell("c", tables=["t1"])])
     out = tmp_path / "out"

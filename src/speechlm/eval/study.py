@@ -133,8 +133,11 @@ def run_dir(study: StudyConfig, cell: str, seed: int) -> Path:
     return study.runs_dir / study.name / cell / f"seed{seed}"
 
 
-def pending(study: StudyConfig, out: Path, only: Sequence[str] = ()) -> list[tuple[CellSpec, int]]:
-    """(cell, seed) pairs still to run, in grid order; ``only`` restricts to named cells.
+def pending(
+    study: StudyConfig, out: Path, only: Sequence[str] = (), seeds: Sequence[int] = ()
+) -> list[tuple[CellSpec, int]]:
+    """(cell, seed) pairs still to run, in grid order; ``only`` restricts to named cells and ``seeds``
+    to those seeds (e.g. every cell's first seed now, the headline rows' extra seeds on another run).
 
     A stage-2 cell pulls in its stage-1 cell when that has no result yet and is not selected.
     """
@@ -148,7 +151,11 @@ def pending(study: StudyConfig, out: Path, only: Sequence[str] = ()) -> list[tup
     for cell in study.cells:
         if cell.name not in wanted:
             continue
-        todo += [(cell, s) for s in study.seeds_of(cell) if not result_path(out, cell.name, s).is_file()]
+        todo += [
+            (cell, s)
+            for s in study.seeds_of(cell)
+            if (not seeds or s in seeds) and not result_path(out, cell.name, s).is_file()
+        ]
     return todo
 
 
@@ -180,13 +187,14 @@ def run_study(
     out: Path,
     only: Sequence[str] = (),
     runner: CellRunner | None = None,
+    seeds: Sequence[int] = (),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run every pending (cell, seed), then rebuild the report from all results in ``out``."""
     from speechlm.eval.study_report import write_report
 
     runner = runner or run_cell
-    todo = pending(study, out, only)
+    todo = pending(study, out, only, seeds)
     log(f"study {study.name!r}: {len(todo)} run(s) to do -> {out}")
     for i, (cell, seed) in enumerate(todo, 1):
         log(f"[{i}/{len(todo)}] cell {cell.name} seed {seed}")
