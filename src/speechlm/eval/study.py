@@ -30,6 +30,7 @@ from typing import Any
 from speechlm import config as cfglib
 from speechlm.eval.evaluate import KINDS, Kind, no_judges
 from speechlm.eval.judges import Judges, JudgesConfig, build_judges
+from speechlm.eval.study_findings import Claim
 from speechlm.inference.generate import GenerationConfig
 
 TABLES = ("t1", "t2", "t3", "t4", "t6", "t7", "t8", "t9")  # the study's table numbers (Table 5 is `codec eval`)
@@ -93,6 +94,7 @@ class StudyConfig:
     threads: int = 0  # torch CPU threads per cell (0 = all cores)
     device: str = "auto"
     eval: EvalSpec = field(default_factory=EvalSpec)
+    claims: tuple[Claim, ...] = ()  # the study's claims as cell comparisons (speechlm.eval.study_findings)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or not self.seeds or not self.cells:
@@ -105,6 +107,11 @@ class StudyConfig:
         for cell in self.cells:
             if cell.init_from and order.get(cell.init_from, math.inf) >= order[cell.name]:
                 raise ValueError(f"cell {cell.name!r}: init_from {cell.init_from!r} must name an earlier cell")
+        for claim in self.claims:
+            for comp in claim.comparisons:
+                for name in (comp.cell, comp.against):
+                    if name not in order:
+                        raise ValueError(f"claim {claim.id!r} compares cell {name!r}, which is not in the study")
 
     def cell(self, name: str) -> CellSpec:
         for cell in self.cells:

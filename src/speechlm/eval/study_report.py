@@ -23,6 +23,7 @@ from typing import Any
 
 from speechlm import config as cfglib
 from speechlm.eval.study import StudyConfig, pending, read_results
+from speechlm.eval.study_findings import evaluate_claims, markdown_findings
 
 Result = dict[str, Any]
 Getter = Callable[[Result], Any]
@@ -189,7 +190,7 @@ def write_report(study: StudyConfig, out: Path) -> dict[str, Any]:
         plots.append(plot_loss_curves(study, results, out / "loss_curves.png").name)
     umaps = sorted(str(p.relative_to(out)) for p in (out / "cells").glob("*/umap_seed*.png")) if (out / "cells").is_dir() else []
     report = {"study": study.name, "config": cfglib.to_dict(study), "runs": len(results), "missing": missing,
-              "tables": built, "plots": plots, "umap": umaps}  # fmt: skip
+              "tables": built, "findings": evaluate_claims(study.claims, results), "plots": plots, "umap": umaps}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(render_markdown(study, report, results))
@@ -206,6 +207,12 @@ def render_markdown(study: StudyConfig, report: dict[str, Any], results: Sequenc
         f"{seconds / 60:.1f} min of wall time in total. Figures are re-measured here, never copied from the paper.",
         "",
     ]
+    if report["findings"]:
+        lines += ["## Findings: the study's claims", "",
+                  "Each claim is tested as comparisons between cells (speechlm.eval.study_findings): item metrics are "
+                  "paired by test item, with a 95% paired-bootstrap interval of the difference (favoured - against); "
+                  "alignment figures have one value per seed and get a direction only.", "",
+                  markdown_findings(report["findings"]), ""]  # fmt: skip
     for table in report["tables"].values():
         lines += [f"## {table['title']}", "", table["caption"], "", markdown_table(table), ""]
     if results:
