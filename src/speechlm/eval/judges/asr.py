@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from speechlm.audio import rms_db
+from speechlm.eval.judges.adapt import assemble_acoustic_model
 from speechlm.eval.judges.base import JUDGE_SAMPLE_RATE, prepare_wav, require_dir, to_pcm16
 
 if TYPE_CHECKING:
@@ -83,8 +84,13 @@ class PocketsphinxConfig:
     # (log base 1.0001) per 10-ms frame, that sentence may score and still be accepted.
     grammar_nbest: int = 50
     grammar_margin: float = 1.0
+    # "bundled" (pocketsphinx's en-us model) or a folder made by `speechlm judge adapt`: the
+    # bundled model adapted (MAP/MLLR) to the corpus voices' train clips (see adapt.py).
+    acoustic_model: str = "bundled"
 
     def __post_init__(self) -> None:
+        if not self.acoustic_model:
+            raise ValueError('pocketsphinx.acoustic_model must be "bundled" or an adapted-model folder, got ""')
         if self.order < 1:
             raise ValueError(f"pocketsphinx.order must be >= 1, got {self.order}")
         if self.grammar_nbest < 0 or self.grammar_margin < 0:
@@ -188,25 +194,25 @@ class PocketsphinxJudge(AsrJudge):
             raise ValueError("the domain-LM ASR judge needs a corpus directory (or set lm=general)")
         self.cfg = cfg
         self._grammar: FsgModel | None = None  # the corpus grammar, when the grammar test runs
-        settings = dict(hmm=get_model_path("en-us/en-us"), lw=cfg.lw, wip=cfg.wip, samprate=JUDGE_SAMPLE_RATE, loglevel="FATAL")
-
-        def decoders() -> list[Decoder]:  # one per warp factor; each reads the LM when built
-            return [Decoder(Config(**settings, **_warp_settings(w))) for w in cfg.warps]
-
-        if cfg.lm == "general":
-            settings.update(lm=get_model_path("en-us/en-us.lm.bin"), dict=get_model_path("en-us/cmudict-en-us.dict"))
-            self.name = "pocketsphinx-general" + _vtln_suffix(cfg)
-            self._decoders = decoders()
-            return
-        corpus_dir = Path(corpus_dir)
+        settings = dict(lw=cfg.lw, wip=cfg.wip, samprate=JUDGE_SAMPLE_RATE, loglevel="FATAL")
+        # Decoders read the model and LM when built, so their scratch folder can go right after.
         with tempfile.TemporaryDirectory(prefix="speechlm-asr-") as tmp:
-            lm_path = build_domain_lm(corpus_dir, cfg, Path(tmp) / "domain.lm", exclude=lm_exclude)
-            settings.update(lm=str(lm_path), dict=str(_grammar_file(corpus_dir, "domain.dic")))
-            self._decoders = decoders()
-        self.name = f"pocketsphinx-domain{cfg.order}" + _vtln_suffix(cfg)
-        if cfg.grammar_nbest > 0:
-            self._grammar = self._decoders[0].read_jsgf(str(_grammar_file(corpus_dir, "domain.jsgf")))
+            model = assemble_acoustic_model(cfg.acoustic_model, tmp)
+            settings.update(model.decoder_settings())
+            if cfg.lm == "general":
+                settings.update(lm=get_model_path("en-us/en-us.lm.bin"), dict=get_model_path("en-us/cmudict-en-us.dict"))
+            else:
+                lm_path = build_domain_lm(corpus_dir, cfg, Path(tmp) / "domain.lm", exclude=lm_exclude)
+                settings.update(lm=str(lm_path), dict=str(_grammar_file(Path(corpus_dir), "domain.dic")))
+            # One decoder per warp factor.
+            self._decoders = [Decoder(Config(**settings, **_warp_settings(w))) for w in cfg.warps]
+        lm_tag = "general" if cfg.lm == "general" else f"domain{cfg.order}"
+        self.name = f"pocketsphinx-{lm_tag}" + _vtln_suffix(cfg)
+        if cfg.lm == "domain" and cfg.grammar_nbest > 0:
+            self._grammar = self._decoders[0].read_jsgf(str(_grammar_file(Path(corpus_dir), "domain.jsgf")))
             self.name += "-grammar"
+        if model.method is not None:  # an adapted acoustic model: the name says so (e.g. "...-map")
+            self.name += f"-{model.method}"
 
     @property
     def uses_grammar(self) -> bool:
