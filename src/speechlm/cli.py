@@ -351,6 +351,15 @@ def _cmd_judge_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_judge_adapt(args: argparse.Namespace) -> int:
+    from speechlm.config import load
+    from speechlm.eval.judges.adapt import MANIFEST, AdaptConfig, adapt_acoustic_model
+
+    out = adapt_acoustic_model(Path(args.corpus), Path(args.out), load(AdaptConfig, args.config, args.overrides), work=args.work)
+    print(f"adapted acoustic model: {out} (use it with asr.pocketsphinx.acoustic_model={out}; details in {out / MANIFEST})")
+    return 0
+
+
 def _add_judge(sub: argparse._SubParsersAction) -> None:
     judge = sub.add_parser("judge", help="the judges on their own: ASR, speaker, MOS; scoring a manifest; calibration")
     verbs = judge.add_subparsers(dest="judge_verb", required=True)
@@ -378,6 +387,14 @@ def _add_judge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="configs/eval/calibrate.yaml")
     p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. max_per_speaker=5 judges.asr.pocketsphinx.order=4")
     p.set_defaults(func=_cmd_judge_calibrate)
+
+    p = verbs.add_parser("adapt", help="adapt the ASR judge's acoustic model to a corpus's train voices (needs sphinxtrain)")
+    p.add_argument("--corpus", required=True, help="corpus folder made by `speechlm data synth`")
+    p.add_argument("--out", required=True, help="folder for the adapted files, e.g. checkpoints/asr_judge/demo")
+    p.add_argument("--config", default=None, help="configs/eval/adapt.yaml")
+    p.add_argument("--work", default=None, help="keep the intermediate files (features, bw counts, logs) here")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. method=mllr max_per_speaker=50")
+    p.set_defaults(func=_cmd_judge_adapt)
 
 
 def build_parser() -> argparse.ArgumentParser:
