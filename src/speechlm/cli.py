@@ -256,7 +256,7 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from speechlm.eval.study import load_study, run_study
+    from speechlm.eval.study import load_study, rejudge_study, run_study
 
     study = load_study(args.config, args.overrides)
     only = [c for c in args.cells.split(",") if c] if args.cells else []
@@ -264,7 +264,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s] if args.seeds else []
     except ValueError:
         raise SystemExit(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    report = run_study(study, Path(args.out), only=only, seeds=seeds)
+    if args.rejudge:
+        report = rejudge_study(study, Path(args.out), only=only, seeds=seeds)
+    else:
+        report = run_study(study, Path(args.out), only=only, seeds=seeds)
     print(f"report: {Path(args.out) / 'report.md'} ({report['runs']} runs; {len(report['missing'])} not run yet)")
     return 0
 
@@ -304,6 +307,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="results folder: cells/<cell>/seed<k>.json, report.md, report.json, plots")
     p.add_argument("--cells", default=None, help="comma-separated cell names to run now (default: all); finished ones are skipped")
     p.add_argument("--seeds", default=None, help="comma-separated seeds to run now (default: each cell's seeds)")
+    p.add_argument("--rejudge", action="store_true", help="re-score finished cells' kept audio with the current judges")
     p.set_defaults(func=_cmd_study)
 
 

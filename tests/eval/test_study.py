@@ -172,3 +172,42 @@ def test_micro_study_end_to_end(tiny_corpus: Path, tmp_path: Path):
     qa = json.loads(result_path(out, "qa", 0).read_text())
     assert qa["facts"]["stage"] == "sft" and {i["kind"] for i in qa["items"]} == {"qa"}
     assert {"t1", "t2", "t3", "t4"} >= set(report["tables"]) >= {"t1", "t2", "t3"}
+
+
+class _EchoAsr:
+    """A fake ASR judge that hears every clip as one fixed sentence."""
+
+    name = "echo"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def transcribe(self, wav) -> str:  # noqa: ANN001
+        return self.text
+
+
+def test_rejudge_rescores_kept_audio_and_keeps_generation_figures(tiny_corpus: Path, tmp_path: Path):
+    import shutil
+
+    from speechlm.data.manifest import Corpus
+    from speechlm.eval.judges import Judges
+    from speechlm.eval.study_cell import rejudge_cell
+
+    corpus = Corpus.open(tiny_corpus)
+    rows = corpus.tts("test")[:3]
+    run = tmp_path / "run"
+    (run / "eval" / "audio").mkdir(parents=True)
+    for row in rows[:2]:  # the third item kept no wav: it stays a failure
+        shutil.copy(corpus.audio_path(row), run / "eval" / "audio" / f"{row.id}.wav")
+    items = [{"id": r.id, "kind": "tts", "speaker": r.speaker, "seen": True, "domain": None, "success": True,
+              "failure": None, "text": r.text, "hypothesis": "garbage", "wer": 1.0, "audio_seconds": 1.0} for r in rows]  # fmt: skip
+    result = {"cell": "a", "seed": 0, "train": {"out_dir": str(run)}, "items": items,
+              "eval": {"rtf": 0.25, "wer": 1.0, "split": "test", "corpus": str(tiny_corpus)}}  # fmt: skip
+    study = _study(tmp_path, [_cell("a")], corpus=str(tiny_corpus))
+    judged = rejudge_cell(study, result, Judges(asr=_EchoAsr(rows[0].text), speaker=None, quality=None))
+    by_id = {it["id"]: it for it in judged["items"]}
+    assert by_id[rows[0].id]["wer"] == 0.0 and by_id[rows[0].id]["success"]
+    assert by_id[rows[1].id]["wer"] > 0.0  # the echo is the wrong sentence for the second clip
+    assert not by_id[rows[2].id]["success"] and by_id[rows[2].id]["failure"] == "no_audio"
+    assert judged["eval"]["rtf"] == 0.25 and judged["eval"]["asr_judge"] == "echo" and judged["eval"]["wer"] < 1.0
+    assert result["items"][0]["wer"] == 1.0  # the input record is not modified

@@ -212,6 +212,30 @@ def run_study(
     return write_report(study, out)
 
 
+def rejudge_study(
+    study: StudyConfig, out: Path, only: Sequence[str] = (), seeds: Sequence[int] = (), log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Re-score every finished (cell, seed) in ``out`` with the study's current judges (e.g. after a judge
+    was improved), from the wavs the evaluations kept under ``runs_dir``; then rebuild the report."""
+    from speechlm.eval.study_cell import rejudge_cell
+    from speechlm.eval.study_report import write_report
+
+    for name in only:
+        study.cell(name)
+    judges: dict[str, Judges] = {}  # one build per distinct judges config
+    for result in read_results(study, out):
+        cell = study.cell(result["cell"])
+        spec = cell.eval or study.eval
+        if (only and cell.name not in only) or (seeds and result["seed"] not in seeds) or spec.judges is None:
+            continue
+        key = json.dumps(cfglib.to_dict(spec.judges), sort_keys=True, default=str)
+        if key not in judges:
+            judges[key] = judges_for(study, spec)
+        log(f"rejudge {cell.name} seed {result['seed']}")
+        write_result(out, rejudge_cell(study, result, judges[key]))
+    return write_report(study, out)
+
+
 # ---------------------------------------------------------------------------------------------
 # One cell
 # ---------------------------------------------------------------------------------------------

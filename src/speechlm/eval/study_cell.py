@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speechlm.eval.evaluate import evaluate_model
+from speechlm.data.manifest import Corpus
+from speechlm.eval.evaluate import QA_KINDS, GeneratedItem, evaluate_model, score_items
+from speechlm.eval.judges import Judges
 from speechlm.eval.model_alignment import align_checkpoint
 from speechlm.eval.study import CellSpec, StudyConfig, cell_overrides, judges_for, result_path
 from speechlm.inference.api import Synthesizer
@@ -106,3 +108,48 @@ def evaluate_cell(study: StudyConfig, cell: CellSpec, seed: int, trained: Traine
         plot = result_path(out, cell.name, seed).with_name(f"umap_seed{seed}.png")
         result["align"] = align_checkpoint(trained.checkpoint, study.corpus, split=spec.split, plot=plot, device=study.device)
     return result
+
+
+def rejudge_cell(study: StudyConfig, result: dict[str, Any], judges: Judges) -> dict[str, Any]:
+    """A finished (cell, seed)'s results re-scored by ``judges`` from the wavs its evaluation kept.
+
+    Nothing is generated again, so the figures that belong to generation stay: which items finished
+    (reached END), their text answers and the RTF. Success, WER, SIM, MOS and EM/F1 are recomputed;
+    the judges' names in ``eval`` say which judges the figures are from.
+    """
+    corpus = Corpus.open(study.corpus)
+    rows = {row.id: row for row in (*corpus.tts_rows, *corpus.qa_rows)}
+    eval_dir = Path(result["train"]["out_dir"]) / "eval"
+    missing = [it["id"] for it in result["items"] if it["id"] not in rows]
+    if missing:
+        raise ValueError(f"cell {result['cell']!r}: items {missing[:3]} are not in corpus {study.corpus}")
+    items = [_kept_item(corpus, rows[it["id"]], it, eval_dir) for it in result["items"]]
+    report = score_items(items, eval_dir, judges, progress=False)
+    kept = {k: result["eval"].get(k) for k in ("rtf", "split", "corpus")}
+    return {
+        **result,
+        "eval": {**report["summary"], **kept},
+        "items": [{k: item.get(k) for k in _ITEM_KEYS} for item in report["items"]],
+    }
+
+
+def _kept_item(corpus: Corpus, row: Any, item: dict[str, Any], eval_dir: Path) -> GeneratedItem:
+    """The evaluation's :class:`GeneratedItem` rebuilt from a results item and its kept wav."""
+    audio = f"audio/{item['id']}.wav"
+    qa = item["kind"] in QA_KINDS
+    return GeneratedItem(
+        id=item["id"],
+        kind=item["kind"],
+        audio=audio if (eval_dir / audio).is_file() else None,
+        reference_text=item["text"],  # TTS: the input text; QA: the model's own text answer
+        reference_audio=str(corpus.audio_path(row).resolve()),
+        speaker=item["speaker"],
+        seen=item["seen"],
+        finished=item["failure"] != "unfinished",
+        seconds=0.0,  # generation time is not re-measured; RTF is kept from the original run
+        audio_seconds=item.get("audio_seconds") or 0.0,
+        question=item.get("question"),
+        predicted=item.get("predicted"),
+        gold=row.answer if qa else None,
+        domain=item.get("domain"),
+    )
