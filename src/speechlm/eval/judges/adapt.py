@@ -34,6 +34,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,8 +236,9 @@ def _run(argv: Sequence[str | Path], log: Path, commands: list[str]) -> None:
         raise RuntimeError(f"{Path(argv[0]).name} failed (exit {done.returncode}); see {log}")
 
 
-def _write_data(corpus_dir: Path, cfg: AdaptConfig, work: Path) -> dict:
-    """Audio as 16-bit raw PCM (the samples the judge decodes), the control file and transcripts."""
+def _write_data(corpus_dir: Path, cfg: AdaptConfig, work: Path) -> tuple[dict, dict[str, str]]:
+    """Audio as 16-bit raw PCM (the samples the judge decodes), the control file and transcripts;
+    returns the data's summary and each clip's speaker."""
     from speechlm.audio import load_audio
     from speechlm.data.grammar import tokenize
     from speechlm.data.manifest import Corpus
@@ -268,7 +270,8 @@ def _write_data(corpus_dir: Path, cfg: AdaptConfig, work: Path) -> dict:
             (work / "raw" / f"{utt.id}.raw").write_bytes(to_pcm16(wav))
             ctl.write(f"{utt.id}\n")
             lsn.write(f"<s> {' '.join(words)} </s> ({utt.id})\n")
-    return {"clips": len(rows), "hours": round(seconds / 3600, 3), "speakers": dict(sorted(taken.items()))}
+    summary = {"clips": len(rows), "hours": round(seconds / 3600, 3), "speakers": dict(sorted(taken.items()))}
+    return summary, {utt.id: utt.speaker for utt in rows}
 
 
 def _feat_params(model: Path) -> dict[str, str]:
@@ -334,7 +337,7 @@ def adapt_acoustic_model(
         work.mkdir(parents=True, exist_ok=True)
         log, commands = work / "adapt.log", []
         log.write_text("")
-        data = _write_data(corpus_dir, cfg, work)
+        data, speaker_of = _write_data(corpus_dir, cfg, work)
         _base_model(tools, work, log, commands)
         print(f"adapt: bw on {data['clips']} clips ({data['hours']} h) ...", flush=True)
         _statistics(tools, corpus_dir, work, log, commands)
@@ -344,13 +347,16 @@ def adapt_acoustic_model(
             (out / stale).unlink(missing_ok=True)
         for path in files:
             shutil.copyfile(path, out / path.name)
-        manifest = _manifest(corpus_dir, cfg, data, commands, out, log)
+        # bw drops a clip whose forced alignment never reaches the final state (espeak-ng clips
+        # the bundled model cannot align): counted per speaker in the manifest.
+        skipped = Counter(speaker_of[line.split()[-2]] for line in log.read_text().splitlines() if line.endswith(" ignored"))
+        manifest = _manifest(corpus_dir, cfg, {**data, "bw_skipped": dict(sorted(skipped.items()))}, commands, out, log)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
 
 def _manifest(corpus_dir: Path, cfg: AdaptConfig, data: dict, commands: list[str], out: Path, log: Path) -> dict:
-    import pocketsphinx
+    from importlib.metadata import version
 
     bundled = bundled_model_dir()
     overall = [line for line in log.read_text().splitlines() if line.startswith("overall>")]
@@ -360,7 +366,7 @@ def _manifest(corpus_dir: Path, cfg: AdaptConfig, data: dict, commands: list[str
         "corpus": str(corpus_dir),
         "data": data,
         "bw_overall": overall[-1] if overall else None,  # frames, mean log-likelihood per frame, total
-        "pocketsphinx": getattr(pocketsphinx, "__version__", "unknown"),
+        "pocketsphinx": version("pocketsphinx"),
         "base_sha256": {p.name: _sha256(p) for p in sorted(bundled.iterdir()) if p.name in {"mdef", "feat.params", *ADAPTED_FILES}},
         "files_sha256": {p.name: _sha256(p) for p in sorted(out.iterdir()) if p.name in ADAPTED_FILES},
         "commands": commands,
