@@ -38,12 +38,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from tqdm import tqdm
 
+from speechlm.assets import resolve_asset
 from speechlm.config import to_dict
+
+if TYPE_CHECKING:
+    from speechlm.data.manifest import Corpus, Utterance
 
 BUNDLED = "bundled"  # PocketsphinxConfig.acoustic_model value: pocketsphinx's own en-us model
 MANIFEST = "adapt.json"
@@ -93,7 +97,7 @@ def assemble_acoustic_model(spec: str, scratch: str | Path) -> AcousticModel:
     bundled = bundled_model_dir()
     if spec == BUNDLED:
         return AcousticModel(hmm=bundled)
-    folder = Path(spec)
+    folder = resolve_asset(spec)  # a repository-relative path works from any directory
     if not folder.is_dir():
         raise FileNotFoundError(f"acoustic_model={spec!r} is neither {BUNDLED!r} nor an existing folder")
     manifest = read_manifest(folder)
@@ -245,18 +249,9 @@ def _write_data(corpus_dir: Path, cfg: AdaptConfig, work: Path) -> tuple[dict, d
     from speechlm.eval.judges.base import JUDGE_SAMPLE_RATE, to_pcm16
 
     corpus = Corpus.open(corpus_dir)
-    lexicon = {line.split()[0].split("(")[0] for line in (corpus_dir / "grammar" / "domain.dic").read_text().splitlines() if line.strip()}
-    taken: dict[str, int] = {}
-    rows = []
-    for utt in corpus.tts(cfg.split):
-        if cfg.engines and corpus.speakers[utt.speaker].engine not in cfg.engines:
-            continue
-        if cfg.max_per_speaker and taken.get(utt.speaker, 0) >= cfg.max_per_speaker:
-            continue
-        taken[utt.speaker] = taken.get(utt.speaker, 0) + 1
-        rows.append(utt)
-    if not rows:
-        raise ValueError(f"{corpus_dir}: no {cfg.split} clips of engines {cfg.engines or 'any'}")
+    rows = _select_clips(corpus, cfg)
+    dic = corpus_dir / "grammar" / "domain.dic"
+    lexicon = {line.split()[0].split("(")[0] for line in dic.read_text().splitlines() if line.strip()}
     (work / "raw").mkdir(parents=True, exist_ok=True)
     seconds = 0.0
     with open(work / "adapt.fileids", "w") as ctl, open(work / "adapt.transcription", "w") as lsn:
@@ -270,8 +265,22 @@ def _write_data(corpus_dir: Path, cfg: AdaptConfig, work: Path) -> tuple[dict, d
             (work / "raw" / f"{utt.id}.raw").write_bytes(to_pcm16(wav))
             ctl.write(f"{utt.id}\n")
             lsn.write(f"<s> {' '.join(words)} </s> ({utt.id})\n")
-    summary = {"clips": len(rows), "hours": round(seconds / 3600, 3), "speakers": dict(sorted(taken.items()))}
+    summary = {"clips": len(rows), "hours": round(seconds / 3600, 3), "speakers": dict(sorted(Counter(u.speaker for u in rows).items()))}
     return summary, {utt.id: utt.speaker for utt in rows}
+
+
+def _select_clips(corpus: Corpus, cfg: AdaptConfig) -> list[Utterance]:
+    """``cfg.split``'s clips of ``cfg.engines`` (all when empty), the first ``cfg.max_per_speaker`` per speaker."""
+    taken: Counter[str] = Counter()
+    rows = []
+    for utt in corpus.tts(cfg.split):
+        wanted = not cfg.engines or corpus.speakers[utt.speaker].engine in cfg.engines
+        if wanted and (not cfg.max_per_speaker or taken[utt.speaker] < cfg.max_per_speaker):
+            taken[utt.speaker] += 1
+            rows.append(utt)
+    if not rows:
+        raise ValueError(f"{corpus.root}: no {cfg.split} clips of engines {cfg.engines or 'any'}")
+    return rows
 
 
 def _feat_params(model: Path) -> dict[str, str]:
