@@ -158,7 +158,8 @@ def calibrate(corpus_dir: str | Path, cfg: CalibrationConfig = CalibrationConfig
             for cond in CONDITIONS:  # share of clips whose grammatical N-best sentence passed the test
                 summary[f"grammar_accepted_{cond}"] = asr["grammar_accepted"][cond]
     if cfg.general_asr and cfg.judges.asr.kind == "pocketsphinx":
-        general = PocketsphinxJudge(PocketsphinxConfig(lm="general"))
+        # The same acoustic model as the domain judge, so the two WERs differ by the LM alone.
+        general = PocketsphinxJudge(PocketsphinxConfig(lm="general", acoustic_model=cfg.judges.asr.pocketsphinx.acoustic_model))
         errs = _asr_errors(general, clips, cfg, ("clean",))["errors"]["clean"]
         for s in speakers:
             table[s]["wer_general"] = errs[s].rate
