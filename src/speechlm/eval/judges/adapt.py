@@ -36,7 +36,7 @@ import subprocess
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -58,6 +58,7 @@ MAP_FILES = {"means": "means", "variances": "variances", "mixture_weights": "sen
 ADAPTED_FILES = frozenset({*MAP_FILES.values(), MLLR_FILE})
 SPHINXTRAIN_DIR = Path("/usr/lib/sphinxtrain")  # where Debian's sphinxtrain puts bw, map_adapt, ...
 INSTALL_HINT = "apt-get install sphinxtrain sphinxbase-utils pocketsphinx"
+PTM = ".ptm."  # sphinxtrain's tied-state-to-codebook mapping of a PTM model (one codebook per base phone)
 SENDUMP_SHIFT = 10  # sendump bytes hold -log_1.0001(w) >> 10 (pocketsphinx's senone score shift)
 LOG_BASE = 1.0001  # pocketsphinx's log base
 
@@ -100,7 +101,7 @@ def assemble_acoustic_model(spec: str, scratch: str | Path) -> AcousticModel:
     folder = resolve_asset(spec)  # a repository-relative path works from any directory
     if not folder.is_dir():
         raise FileNotFoundError(f"acoustic_model={spec!r} is neither {BUNDLED!r} nor an existing folder")
-    manifest = read_manifest(folder)
+    manifest = _load_manifest(folder)
     present = sorted(p.name for p in folder.iterdir() if p.name in ADAPTED_FILES)
     if not present:
         raise ValueError(f"{folder} holds none of the adapted-model files {sorted(ADAPTED_FILES)}")
@@ -119,7 +120,7 @@ def assemble_acoustic_model(spec: str, scratch: str | Path) -> AcousticModel:
     return AcousticModel(hmm=hmm, method=manifest["method"])
 
 
-def read_manifest(folder: Path) -> dict:
+def _load_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not an adapted acoustic model (make one with `speechlm judge adapt`)")
@@ -301,13 +302,15 @@ def _base_model(tools: _Tools, work: Path, log: Path, commands: list[str]) -> Pa
 def _statistics(tools: _Tools, corpus_dir: Path, work: Path, log: Path, commands: list[str]) -> None:
     """MFCCs with the model's own front end (feat.params), then bw's forced-alignment counts."""
     feat = _feat_params(work / "base")
+    if feat.get("-model") != "ptm":
+        raise ValueError(f"the recipe adapts a PTM model; {bundled_model_dir()}/feat.params says -model {feat.get('-model')}")
     # -remove_silence no: sphinx_fe's default VAD drops frames; pocketsphinx 5 decodes every frame.
     _run([tools.sphinx_fe, "-argfile", "base/feat.params", "-samprate", "16000", "-remove_silence", "no",
           "-raw", "yes", "-input_endian", "little", "-c", "adapt.fileids", "-di", "raw", "-ei", "raw",
           "-do", "feat", "-eo", "mfc"], log, commands)  # fmt: skip
     shutil.copyfile(corpus_dir / "grammar" / "domain.dic", work / "domain.dic")
     (work / "accum").mkdir(exist_ok=True)  # bw waits forever for a missing accumdir
-    _run([tools.bw, "-hmmdir", "base", "-moddeffn", "base/mdef.txt", "-ts2cbfn", f".{feat.get('-model', 'ptm')}.",
+    _run([tools.bw, "-hmmdir", "base", "-moddeffn", "base/mdef.txt", "-ts2cbfn", PTM,
           "-feat", feat["-feat"], "-svspec", feat["-svspec"], "-cmn", "current", "-agc", feat.get("-agc", "none"),
           "-dictfn", "domain.dic", "-fdictfn", "base/noisedict", "-ctlfn", "adapt.fileids",
           "-lsnfn", "adapt.transcription", "-cepdir", "feat", "-accumdir", "accum", "-timing", "no"], log, commands)  # fmt: skip
@@ -321,7 +324,7 @@ def _estimate(tools: _Tools, cfg: AdaptConfig, work: Path, log: Path, commands: 
         return [work / MLLR_FILE]
     (work / "map").mkdir(exist_ok=True)
     prior = ["-tau", str(cfg.tau), "-fixedtau", "yes", "-bayesmean", "no"] if cfg.tau else []
-    _run([tools.map_adapt, "-moddeffn", "base/mdef.txt", "-ts2cbfn", ".ptm.", "-meanfn", "base/means",
+    _run([tools.map_adapt, "-moddeffn", "base/mdef.txt", "-ts2cbfn", PTM, "-meanfn", "base/means",
           "-varfn", "base/variances", "-mixwfn", "base/mixture_weights", "-tmatfn", "base/transition_matrices",
           "-accumdir", "accum", "-mapmeanfn", "map/means", "-mapvarfn", "map/variances",
           "-mapmixwfn", "map/mixture_weights", "-maptmatfn", "map/transition_matrices", *prior], log, commands)  # fmt: skip
