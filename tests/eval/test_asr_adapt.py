@@ -53,14 +53,17 @@ def test_s3_mixw_round_trip(tmp_path: Path):
         write_s3_mixw(tmp_path / "bad", weights[0])
 
 
-@pytest.mark.skipif(shutil.which("mk_s2sendump", path="/usr/lib/sphinxtrain") is None, reason="needs sphinxtrain")
+@pytest.mark.skipif(
+    shutil.which("mk_s2sendump", path=str(adapt.SPHINXTRAIN_DIR)) is None or shutil.which("pocketsphinx_mdef_convert") is None,
+    reason="needs sphinxtrain and pocketsphinx's tools (apt)",
+)
 def test_sendump_to_mixw_and_back_is_byte_identical(tmp_path: Path):
     """The conversion the adaptation recipe starts from loses nothing: sphinxtrain rebuilds the file."""
     mdef = tmp_path / "mdef.txt"
     subprocess.run(["pocketsphinx_mdef_convert", "-text", str(bundled_model_dir() / "mdef"), str(mdef)], check=True, capture_output=True)
     write_s3_mixw(tmp_path / "mixw", read_sendump(bundled_model_dir() / "sendump"))
     subprocess.run(
-        ["/usr/lib/sphinxtrain/mk_s2sendump", "-pocketsphinx", "yes", "-moddeffn", str(mdef), "-mwfloor", "1e-12",
+        [str(adapt.SPHINXTRAIN_DIR / "mk_s2sendump"), "-pocketsphinx", "yes", "-moddeffn", str(mdef), "-mwfloor", "1e-12",
          "-mixwfn", str(tmp_path / "mixw"), "-sendumpfn", str(tmp_path / "sendump")],
         check=True, capture_output=True,
     )  # fmt: skip
@@ -93,6 +96,9 @@ def test_bad_acoustic_model_folders_are_clear_errors(tmp_path: Path):
     stale = _fake_adapted(tmp_path / "stale", base_sha256={"mdef": "0" * 64})
     with pytest.raises(ValueError, match="different bundled model .*mdef"):
         assemble_acoustic_model(str(stale), tmp_path)
+    edited = _fake_adapted(tmp_path / "edited", files_sha256={"means": "0" * 64})
+    with pytest.raises(ValueError, match="means differ from the checksums"):
+        assemble_acoustic_model(str(edited), tmp_path)
     nothing = _fake_adapted(tmp_path / "nothing")
     (nothing / "means").unlink()
     with pytest.raises(ValueError, match="none of the adapted-model files"):
@@ -117,7 +123,14 @@ def test_bad_adapt_settings_are_clear_errors(kwargs: dict, match: str):
         AdaptConfig(**kwargs)
 
 
-@pytest.mark.skipif(not (SHIPPED / adapt.MANIFEST).is_file(), reason="no shipped adapted model")
+def test_shipped_adapted_model_matches_its_manifest():
+    manifest = json.loads((SHIPPED / adapt.MANIFEST).read_text())
+    assert manifest["config"]["split"] == "train" and set(manifest["data"]["speakers"]).isdisjoint({"ked", "awb_high", "es_f2"})
+    files = {p.name for p in SHIPPED.iterdir() if p.name in adapt.ADAPTED_FILES}
+    assert files and set(manifest["files_sha256"]) == files
+    assert all(adapt._sha256(SHIPPED / n) == digest for n, digest in manifest["files_sha256"].items())
+
+
 def test_shipped_adapted_judge_loads_without_sphinxtrain_and_is_not_fooled(tiny_corpus: Path, monkeypatch):
     def no_tools() -> None:
         raise AssertionError("loading the adapted judge must not need sphinxtrain")

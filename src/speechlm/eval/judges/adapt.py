@@ -111,6 +111,9 @@ def assemble_acoustic_model(spec: str, scratch: str | Path) -> AcousticModel:
             f"{folder} was adapted from a different bundled model ({', '.join(stale)} changed since); "
             f"rebuild it with `speechlm judge adapt`"
         )
+    changed = [n for n in present if manifest.get("files_sha256", {}).get(n, _sha256(folder / n)) != _sha256(folder / n)]
+    if changed:
+        raise ValueError(f"{folder}: {', '.join(changed)} differ from the checksums in {MANIFEST} (a partial copy or edit?)")
     if present == [MLLR_FILE]:  # a transform of the bundled means: no model copy needed
         return AcousticModel(hmm=bundled, mllr=folder / MLLR_FILE, method=manifest["method"])
     hmm = Path(scratch) / "acoustic_model"
