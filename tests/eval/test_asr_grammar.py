@@ -86,9 +86,9 @@ def test_the_first_grammatical_entry_within_the_margin_wins(judge: PocketsphinxJ
 
 
 def test_grammar_test_off_and_name(tiny_corpus: Path, judge: PocketsphinxJudge):
-    assert judge.uses_grammar and judge.name == "pocketsphinx-domain2-grammar"
+    assert judge.uses_grammar and judge.name == "pocketsphinx-domain2-grammar-map"
     plain = PocketsphinxJudge(PocketsphinxConfig(warps=(1.0,), grammar_nbest=0), tiny_corpus)
-    assert not plain.uses_grammar and plain.name == "pocketsphinx-domain2"
+    assert not plain.uses_grammar and plain.name == "pocketsphinx-domain2-map"
     general = PocketsphinxJudge(PocketsphinxConfig(lm="general", warps=(1.0,)))
     assert not general.uses_grammar  # the grammar belongs to the domain LM
 

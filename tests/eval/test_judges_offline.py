@@ -36,7 +36,7 @@ def test_domain_asr_reads_ground_truth_and_rejects_scrambled_audio(domain_asr: A
     rng = np.random.default_rng(0)
     assert wer(refs, [domain_asr.transcribe(reverse(w)) for _, _, w in clips]) >= 0.6
     assert wer(refs, [domain_asr.transcribe(block_shuffle(w, 1600, rng)) for _, _, w in clips]) >= 0.6
-    assert domain_asr.name == "pocketsphinx-domain2-grammar" and domain_asr.sample_rate == 16_000
+    assert domain_asr.name == "pocketsphinx-domain2-grammar-map" and domain_asr.sample_rate == 16_000
 
 
 def test_silence_transcribes_to_nothing_and_empty_audio_is_an_error(domain_asr: AsrJudge):
@@ -48,7 +48,7 @@ def test_silence_transcribes_to_nothing_and_empty_audio_is_an_error(domain_asr: 
 def test_general_english_mode(tiny_corpus: Path):
     judge = PocketsphinxJudge(PocketsphinxConfig(lm="general", warps=(1.0,)))
     _, text, wav = _clips(tiny_corpus, n=1)[0]
-    assert judge.name == "pocketsphinx-general"
+    assert judge.name == "pocketsphinx-general-map"
     assert wer([text], [judge.transcribe(wav)]) < 0.8
 
 
@@ -66,7 +66,7 @@ def test_cli_judge_asr_writes_json_and_reports_bad_files(tiny_corpus: Path, tmp_
     rc = main(["judge", "asr", str(corpus.audio_path(utt)), str(tmp_path / "missing.wav"), "--corpus", str(tiny_corpus), "--json", str(out)])
     result = json.loads(out.read_text())
     assert rc == 1  # one file could not be judged
-    assert result["judge"] == "pocketsphinx-domain2-vtln-grammar"
+    assert result["judge"] == "pocketsphinx-domain2-vtln-grammar-map"
     assert wer([utt.text], [result["items"][0]["text"]]) <= 0.5
     assert "not found" in result["items"][1]["error"]
 
@@ -108,5 +108,5 @@ def test_vtln_warp_search_helps_f0_shifted_voices(tiny_corpus: Path, domain_asr:
     refs = [u.text for u in rows]
     wavs = [load_audio(corpus.audio_path(u), 16_000).wav for u in rows]
     vtln = PocketsphinxJudge(PocketsphinxConfig(), tiny_corpus)  # default warps (0.8, 1.0, 1.3)
-    assert vtln.name == "pocketsphinx-domain2-vtln-grammar"
+    assert vtln.name == "pocketsphinx-domain2-vtln-grammar-map"
     assert wer(refs, [vtln.transcribe(w) for w in wavs]) <= wer(refs, [domain_asr.transcribe(w) for w in wavs])

@@ -1,7 +1,9 @@
 """ASR judges: transcribe 16 kHz speech so WER can be computed (study Appendix D).
 
 - :class:`PocketsphinxJudge` — the offline default: pocketsphinx 5 with its bundled en-us
-  acoustic model, decoding either with a **domain LM** built from a corpus's
+  acoustic model MAP-adapted to the demo corpus's train voices (``checkpoints/asr_judge/demo``,
+  see ``adapt.py``; ``acoustic_model: bundled`` for the model as shipped), decoding either with
+  a **domain LM** built from a corpus's
   ``grammar/lm_text.txt`` (closed vocabulary from ``grammar/domain.dic``) or with the bundled
   **general-English** 3-gram LM and CMU dictionary.
 - :class:`WhisperJudge` — the study's judge (Whisper-large-v3) or any Whisper checkpoint from a
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from pocketsphinx import Decoder, FsgModel
 
 MIN_SECONDS = 0.05  # below one 50 ms window no recogniser produces anything meaningful
+# The shipped MAP-adapted model (a repository-relative folder, see adapt.py): clean test WER on
+# the flite/festival voices 2.3% vs 5.1% with the bundled model (docs/RESULTS.md, "Judges").
+DEFAULT_ACOUSTIC_MODEL = "checkpoints/asr_judge/demo"
 SILENCE_DBFS = -70.0  # quieter clips hold no speech; pocketsphinx would still emit a word ("the")
 _SENTENCE_MARKERS = frozenset({"<s>", "</s>"})  # N-best entries carry them; the grammar has no such words
 
@@ -86,7 +91,7 @@ class PocketsphinxConfig:
     grammar_margin: float = 1.0
     # "bundled" (pocketsphinx's en-us model) or a folder made by `speechlm judge adapt`: the
     # bundled model adapted (MAP/MLLR) to the corpus voices' train clips (see adapt.py).
-    acoustic_model: str = "bundled"
+    acoustic_model: str = DEFAULT_ACOUSTIC_MODEL
 
     def __post_init__(self) -> None:
         if not self.acoustic_model:
@@ -158,7 +163,7 @@ class PocketsphinxResult:
 
 
 class PocketsphinxJudge(AsrJudge):
-    """pocketsphinx 5 (bundled en-us model); RTF ~0.2-0.3 per warp factor on one core.
+    """pocketsphinx 5 (en-us model, by default MAP-adapted); RTF ~0.1-0.3 per warp factor on one core.
 
     Speaker normalisation by maximum-likelihood VTLN (Lee & Rose, 1996): each clip is decoded
     with the front end's frequency axis warped by every factor in ``cfg.warps`` and the
