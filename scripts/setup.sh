@@ -9,12 +9,15 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 VENV=.venv
-APT_PKGS="flite festival festvox-kallpc16k festvox-kdlpc16k espeak-ng sox pocketsphinx-testdata"
+# sphinxtrain + sphinxbase-utils + pocketsphinx: only `speechlm judge adapt` (rebuilding the ASR judge's adapted
+# acoustic model) uses them; the judge itself loads the committed checkpoints/asr_judge/demo without them.
+APT_PKGS="flite festival festvox-kallpc16k festvox-kdlpc16k espeak-ng sox pocketsphinx-testdata sphinxtrain sphinxbase-utils pocketsphinx"
 
 need_apt=0
-for tool in flite text2wave espeak-ng sox; do command -v "$tool" >/dev/null 2>&1 || need_apt=1; done
+for tool in flite text2wave espeak-ng sox sphinx_fe pocketsphinx_mdef_convert; do command -v "$tool" >/dev/null 2>&1 || need_apt=1; done
 [ -d /usr/share/festival/voices/english/ked_diphone ] || need_apt=1
 [ -d /usr/share/pocketsphinx/test/data ] || need_apt=1
+[ -x /usr/lib/sphinxtrain/bw ] || need_apt=1
 if [ "$need_apt" = 1 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
     echo "setup: missing system packages ($APT_PKGS) and no root/sudo to install them" >&2; exit 1; fi
