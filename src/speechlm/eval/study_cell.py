@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speechlm.data.manifest import Corpus
+from speechlm.data.manifest import Corpus, Utterance
 from speechlm.eval.evaluate import QA_KINDS, GeneratedItem, evaluate_model, score_items
 from speechlm.eval.judges import Judges
 from speechlm.eval.model_alignment import align_checkpoint
@@ -133,7 +133,7 @@ def rejudge_cell(study: StudyConfig, result: dict[str, Any], judges: Judges) -> 
     }
 
 
-def _kept_item(corpus: Corpus, row: Any, item: dict[str, Any], eval_dir: Path) -> GeneratedItem:
+def _kept_item(corpus: Corpus, row: Utterance, item: dict[str, Any], eval_dir: Path) -> GeneratedItem:
     """The evaluation's :class:`GeneratedItem` rebuilt from a results item and its kept wav."""
     audio = f"audio/{item['id']}.wav"
     qa = item["kind"] in QA_KINDS

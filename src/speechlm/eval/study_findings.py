@@ -77,11 +77,10 @@ class Claim:
 
 def item_values(results: Sequence[Result], metric: str) -> dict[str, float]:
     """``{item id: value}`` over a cell's seeds (mean per id); items without the metric are left out."""
-    key = "success" if metric == "success" else metric
     per_id: dict[str, list[float]] = {}
     for r in results:
         for item in r["items"]:
-            value = item.get(key)
+            value = item.get(metric)
             if value is not None:
                 per_id.setdefault(item["id"], []).append(float(value))
     return {i: statistics.fmean(v) for i, v in per_id.items()}
