@@ -80,3 +80,18 @@ def test_missing_config_file(tmp_path):
 def test_invalid_yaml(tmp_path):
     with pytest.raises(C.ConfigError, match="not valid YAML"):
         C.load(Outer, write(tmp_path, "name: [unclosed\n"))
+
+
+def test_inference_only_dict_leaves_out_training_only_fields() -> None:
+    @dataclass(frozen=True)
+    class Inner:
+        width: int = 4
+        dropout: float = field(default=0.1, metadata=C.TRAINING_ONLY)
+
+    @dataclass(frozen=True)
+    class Outer:
+        inner: Inner = field(default_factory=Inner)
+        augment: bool = field(default=True, metadata=C.TRAINING_ONLY)
+
+    assert C.to_dict(Outer()) == {"inner": {"width": 4, "dropout": 0.1}, "augment": True}
+    assert C.to_dict(Outer(), inference_only=True) == {"inner": {"width": 4}}

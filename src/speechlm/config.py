@@ -155,14 +155,26 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str | None = None, 
         raise ConfigError(f"{_where(prefix, source)}: {err}") from err
 
 
-def to_dict(obj: Any) -> Any:
-    """Inverse of :func:`from_dict`: dataclasses -> dicts, tuples -> lists, paths -> strings."""
+TRAINING_ONLY = {"training_only": True}  # field metadata: a knob of training alone (see to_dict)
+
+
+def to_dict(obj: Any, *, inference_only: bool = False) -> Any:
+    """Inverse of :func:`from_dict`: dataclasses -> dicts, tuples -> lists, paths -> strings.
+
+    ``inference_only`` leaves out fields declared with ``metadata=TRAINING_ONLY`` — settings that
+    change how a model is trained but not what a trained model computes (e.g. an augmentation), so
+    a fingerprint of "what this model computes" need not change when such a knob is added.
+    """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        return {
+            f.name: to_dict(getattr(obj, f.name), inference_only=inference_only)
+            for f in dataclasses.fields(obj)
+            if f.init and not (inference_only and f.metadata.get("training_only"))
+        }
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, inference_only=inference_only) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
+        return {k: to_dict(v, inference_only=inference_only) for k, v in obj.items()}
     if isinstance(obj, Path):
         return str(obj)
     return obj

@@ -125,3 +125,47 @@ def test_recipe_feeds_teacher_units_and_speaker_labels(tiny_corpus: Path, tmp_pa
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert {"units", "adversary", "speaker", "mel"} <= set(rows[0])
     assert load_tokenizer(ckpt).coupling == "decoupled"
+
+
+def test_warp_scales_frequencies_and_one_is_the_identity() -> None:
+    from speechlm.tokenizers.modules import warp_frequencies
+
+    power = torch.zeros(2, 65, 3)
+    power[:, 10] = 1.0  # a peak at bin 10
+    torch.testing.assert_close(warp_frequencies(power, torch.ones(2)), power)
+    warped = warp_frequencies(power, torch.tensor([2.0, 0.5]))
+    assert int(warped[0, :, 0].argmax()) == 20 and int(warped[1, :, 0].argmax()) == 5
+    assert warped[0, 33:].abs().sum() == 0  # sources above Nyquist are silent
+    with pytest.raises(ValueError, match="positive"):
+        warp_frequencies(power, torch.tensor([1.0, 0.0]))
+
+
+def test_training_only_knobs_change_training_not_the_codes_or_fingerprint() -> None:
+    from dataclasses import replace
+
+    from speechlm.data.codes import tokenizer_fingerprint
+
+    plain = _codec().eval()
+    cfg = plain.tokenizer_config
+    knobs = replace(cfg, model=replace(cfg.model, content_warp=0.2, adversary_frames=True))
+    tuned = build_tokenizer(knobs).eval()
+    tuned.load_state_dict(plain.state_dict())
+    assert tokenizer_fingerprint(tuned) == tokenizer_fingerprint(plain)
+    torch.testing.assert_close(tuned.encode(*_batch()).codes, plain.encode(*_batch()).codes)
+    changed = build_tokenizer(replace(cfg, model=replace(cfg.model, acoustic_dropout=0.25)))
+    changed.load_state_dict(plain.state_dict())
+    assert tokenizer_fingerprint(changed) != tokenizer_fingerprint(plain)  # other fields still count
+
+
+def test_warped_content_and_frame_adversaries_train() -> None:
+    from dataclasses import replace
+
+    cfg = tiny_tokenizer_config("decoupled")
+    torch.manual_seed(0)
+    codec = build_tokenizer(replace(cfg, model=replace(cfg.model, content_warp=0.2, adversary_frames=True))).train()
+    out = codec(*_batch(), torch.tensor([0, 1, 2]))
+    assert {"adversary", "speaker", "commit"} <= out.losses.keys()
+    sum(out.losses.values()).backward()
+    assert codec.content_adversary[0].weight.grad is not None and codec.content_in.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="content_warp"):
+        replace(cfg.model, content_warp=0.9)

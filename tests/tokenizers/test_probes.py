@@ -65,6 +65,9 @@ def test_report_on_the_tiny_corpus(tiny_corpus: Path, tmp_path: Path) -> None:
     assert set(report.accuracy) == {"prosody", "content", "acoustic", "stream0", "all_codes", "timbre"}
     assert all(0.0 <= a <= 1.0 for a in report.accuracy.values())
     assert report.chance == pytest.approx(1 / report.speakers)
+    assert ["slt", "slt_high"] in report.twins and ["rms", "rms_deep"] in report.twins
+    assert set(report.twin_accuracy) == {"prosody", "content", "acoustic", "stream0", "all_codes"}
+    assert all(0.0 <= a <= 1.0 for a in report.twin_frame_accuracy.values())
     vc = report.voice_conversion
     assert vc is not None and vc.pairs == 3 and 0.0 <= vc.success_rate <= 1.0
     report.write_json(tmp_path / "probe.json")
@@ -86,3 +89,33 @@ def test_frame_probe_reads_identity_from_speaker_specific_codes() -> None:
     test = [utt(100 + i, i % 2, True) for i in range(10)]
     assert frame_probe_accuracy(train, test, (0,), (8, 8)) == 1.0  # disjoint code sets per speaker
     assert frame_probe_accuracy(train, test, (1,), (8, 8)) < 0.7  # codes independent of the speaker
+
+
+def test_twins_share_engine_and_base_voice(tiny_corpus: Path) -> None:
+    from speechlm.tokenizers.probes import twin_pairs
+
+    corpus = Corpus.open(tiny_corpus)
+    pairs = twin_pairs(corpus, set(corpus.seen_speakers()))
+    assert ("slt", "slt_high") in pairs and ("rms", "rms_deep") in pairs
+    for plain, variant in pairs:
+        a, b = corpus.speakers[plain], corpus.speakers[variant]
+        assert a.engine == b.engine and b.voice.startswith(a.voice.split()[0] + " ") and " " not in a.voice
+    assert twin_pairs(corpus, {"slt_high"}) == []  # a variant without its plain voice has no twin
+
+
+def test_twin_probe_separates_timbre_codes_from_shared_codes() -> None:
+    from speechlm.data.manifest import Utterance
+    from speechlm.tokenizers.probes import EncodedUtterance, twin_probe
+
+    rng = np.random.default_rng(0)
+
+    def utt(i: int, speaker: str, split: str) -> EncodedUtterance:
+        row = Utterance(id=f"{split}{i}", audio="x.wav", text="x", speaker=speaker, duration=1.0, split=split)
+        timbre = rng.integers(0, 4, 30) + (4 if speaker == "b" else 0)  # stream 0: disjoint codes per twin
+        return EncodedUtterance(row, np.stack([timbre, rng.integers(0, 8, 30)]), None)
+
+    train = [utt(i, "ab"[i % 2], "train") for i in range(40)] + [utt(99, "c", "train")]
+    test = [utt(i, "ab"[i % 2], "test") for i in range(20)]
+    assert twin_probe(train, test, ("a", "b"), (0,), (8, 8)) == (1.0, 1.0)
+    utterance, frame = twin_probe(train, test, ("a", "b"), (1,), (8, 8))
+    assert utterance <= 0.8 and frame < 0.65  # shared codes: near chance (0.5)

@@ -98,3 +98,16 @@ def test_sampler_skips_unreadable_files_and_reports_them(tiny_corpus: Path, tmp_
     assert wav.shape == (16, sampler.crop) and (lengths > 0).all()
     assert sampler.bad and all(sampler.paths[i] in broken for i in sampler.bad)
     assert "skipping unreadable training item" in capsys.readouterr().out
+
+
+def test_init_from_starts_at_the_checkpoint_weights(tiny_corpus: Path, tmp_path: Path) -> None:
+    from speechlm.tokenizers.train import initial_tokenizer
+
+    ckpt = train_codec(_cfg(tiny_corpus, tmp_path / "base", "steps=2", "save_every=2"))
+    tok = initial_tokenizer(_cfg(tiny_corpus, tmp_path / "ft", f"init_from={ckpt}"))
+    for name, tensor in load_tokenizer(ckpt).state_dict().items():
+        torch.testing.assert_close(tok.state_dict()[name], tensor, msg=name)
+    other = CONFIG_DIR / "tiny_coupled_fsq.yaml"
+    cfg = config.load(CodecTrainConfig, other, [f"data.corpus={tiny_corpus}", f"init_from={ckpt}"])
+    with pytest.raises(ValueError, match="not 'coupled_fsq'"):
+        initial_tokenizer(cfg)

@@ -85,9 +85,18 @@ class CodeCache:
 
 
 def tokenizer_fingerprint(tok: SpeechTokenizer) -> str:
-    """SHA-256 over the tokenizer's resolved config, stream layout and every weight/buffer byte."""
+    """SHA-256 over the tokenizer's resolved config, stream layout and every weight/buffer byte.
+
+    Config fields marked training-only (``config.TRAINING_ONLY``) are left out: they cannot change
+    the codes of given weights. (Older training weights such as ``unit_weight`` predate the marker
+    and stay in, so the fingerprints of shipped checkpoints and the caches keyed by them hold.)
+    """
     h = hashlib.sha256()
-    config = cfglib.to_dict(tok.tokenizer_config) if tok.tokenizer_config is not None else type(tok).__qualname__
+    config = (
+        cfglib.to_dict(tok.tokenizer_config, inference_only=True)
+        if tok.tokenizer_config is not None
+        else type(tok).__qualname__
+    )
     h.update(json.dumps({"config": config, "facts": tokenizer_facts(tok)}, sort_keys=True).encode())
     for name, tensor in sorted(tok.state_dict().items()):
         h.update(name.encode())

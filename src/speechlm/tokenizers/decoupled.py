@@ -23,6 +23,16 @@ Training terms beyond the recipe's reconstruction loss (FACodec §3.2.2 "informa
 - acoustic dropout: the acoustic codes are zeroed for a random half of the batch, so prosody +
   content + timbre alone decode to speech — the 3-of-6 setting the SLM generates.
 
+Two optional training-only terms aim at content codes free of timbre (both off in the session-2
+checkpoint; the twin probe of :mod:`speechlm.tokenizers.probes` measures their effect):
+
+- ``content_warp``: the content branch encodes a copy of the input whose frequencies are all scaled
+  by a random factor (VTLP; ContentVec, Qian et al. 2022, uses the same idea with pitch/formant
+  shifts) while the decoder must still rebuild the *original* — what the scale changes (pitch,
+  formants) has to come from the timbre vector and prosody codes, not from the content codes;
+- ``adversary_frames``: the gradient-reversed speaker classifiers read every frame rather than the
+  utterance mean — an LM reads tokens, and a mean can be speaker-free while its frames are not.
+
 Speaker labels (``forward(..., speakers)``) are indices into the corpus' speakers sorted by name;
 the teacher is loaded by :meth:`DecoupledCodec.prepare_training` and kept out of the state dict.
 """
@@ -37,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speechlm.config import TRAINING_ONLY
 from speechlm.tokenizers.base import CodecTrainOutput, DecodedAudio, SpeechTokenizer, StreamSpec, TokenizerOutput
 from speechlm.tokenizers.base import frame_mask
 from speechlm.tokenizers.modules import (
@@ -95,6 +106,9 @@ class DecoupledConfig:
     grl_scale: float = 1.0  # λ of the gradient reversal layer
     speaker_weight: float = 1.0
     acoustic_dropout: float = 0.5  # probability that an item trains without its acoustic codes
+    # Training-only (left out of the tokenizer fingerprint): content invariance, see the module docstring.
+    content_warp: float = field(default=0.0, metadata=TRAINING_ONLY)  # log-warp range w: α = exp(U(-w, w)); 0 = off
+    adversary_frames: bool = field(default=False, metadata=TRAINING_ONLY)  # per-frame (not pooled) adversaries
 
     def __post_init__(self) -> None:
         hop = self.sample_rate / self.frame_rate
@@ -109,6 +123,8 @@ class DecoupledConfig:
             )
         if self.speaker_dim < 1 or self.num_speakers < 2:
             raise ValueError(f"speaker_dim={self.speaker_dim} must be >= 1 and num_speakers={self.num_speakers} >= 2")
+        if not 0.0 <= self.content_warp <= 0.5:
+            raise ValueError(f"content_warp={self.content_warp} must be in [0, 0.5] (a log-frequency scale)")
         if not 0.0 <= self.acoustic_dropout < 1.0:
             raise ValueError(f"acoustic_dropout={self.acoustic_dropout} must be in [0, 1)")
         if self.latent_dim % self.timbre.heads:
@@ -248,14 +264,19 @@ class DecoupledCodec(SpeechTokenizer):
 
     # -- analysis ---------------------------------------------------------------------------
 
-    def factorise(self, wav: Tensor, lengths: Tensor) -> Factorised:
-        """Encode ``wav [B,N]`` into the three quantised subspaces and the timbre vector."""
+    def factorise(self, wav: Tensor, lengths: Tensor, content_warp: Tensor | None = None) -> Factorised:
+        """Encode ``wav [B,N]`` into the three quantised subspaces and the timbre vector.
+
+        ``content_warp [B]`` (training): the content codes come from the input with its frequencies
+        scaled by these factors; everything else sees the input as it is.
+        """
         self.check_wav(wav, lengths)
         frames = self.num_frames(lengths)
         h = self.encoder(wav, frames)  # [B,D,T]
         mask = frame_mask(frames, h.shape[-1])
         qp = self.prosody_q(self.prosody_encoder(wav, frames), mask)
-        qc = self.content_q(self.content_in(h), mask)
+        h_content = h if content_warp is None else self.encoder(wav, frames, content_warp)
+        qc = self.content_q(self.content_in(h_content), mask)
         qa = self.acoustic_q(self.acoustic_in(h), mask)
         m = mask.unsqueeze(1).to(h.dtype)
         return Factorised(
@@ -287,7 +308,11 @@ class DecoupledCodec(SpeechTokenizer):
 
     def forward(self, wav: Tensor, lengths: Tensor, speakers: Tensor | None = None) -> CodecTrainOutput:
         """Training pass; ``speakers [B]`` (corpus speaker indices) enables the speaker terms."""
-        f = self.factorise(wav, lengths)
+        warp = None
+        if self.training and self.cfg.content_warp > 0:
+            w = self.cfg.content_warp
+            warp = torch.exp(torch.empty(wav.shape[0], device=wav.device).uniform_(-w, w))
+        f = self.factorise(wav, lengths, warp)
         z_a = f.z_acoustic
         if self.training and self.cfg.acoustic_dropout > 0:
             keep = torch.rand(wav.shape[0], 1, 1, device=wav.device) >= self.cfg.acoustic_dropout
@@ -308,10 +333,19 @@ class DecoupledCodec(SpeechTokenizer):
         if int(speakers.max()) >= self.cfg.num_speakers or int(speakers.min()) < 0:
             raise ValueError(f"speaker ids {speakers.tolist()} outside [0, num_speakers={self.cfg.num_speakers})")
         s = self.cfg.grl_scale
-        adv = F.cross_entropy(self.content_adversary(grad_reverse(masked_mean(f.z_content, f.mask), s)), speakers)
-        adv = adv + F.cross_entropy(self.prosody_adversary(grad_reverse(masked_mean(f.z_prosody, f.mask), s)), speakers)
+        adv = sum(
+            self._adversary_loss(classifier, grad_reverse(z, s), f.mask, speakers)
+            for classifier, z in ((self.content_adversary, f.z_content), (self.prosody_adversary, f.z_prosody))
+        )
         spk = F.cross_entropy(self.speaker_head(f.speaker), speakers)
         return {"adversary": self.cfg.adversary_weight * adv, "speaker": self.cfg.speaker_weight * spk}
+
+    def _adversary_loss(self, classifier: nn.Module, z: Tensor, mask: Tensor, speakers: Tensor) -> Tensor:
+        """Speaker cross-entropy of ``classifier`` on ``z [B,D,T]``: per valid frame, or on the utterance mean."""
+        if not self.cfg.adversary_frames:
+            return F.cross_entropy(classifier(masked_mean(z, mask)), speakers)
+        logits = classifier(z.transpose(1, 2))  # [B,T,S]
+        return F.cross_entropy(logits[mask], speakers[:, None].expand_as(mask)[mask])
 
     # -- the SpeechTokenizer interface ------------------------------------------------------
 

@@ -116,14 +116,35 @@ class LogMel(nn.Module):
         fb = mel_filterbank(sample_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, f_max)
         self.register_buffer("filters", fb, persistent=False)
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def forward(self, wav: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
+        """``warp [B]`` (optional) scales every frequency of item b by ``warp[b]`` before the mel filters."""
         left, right = frame_signal_padding(wav.shape[-1], self.hop_length, self.n_fft)
         padded = F.pad(wav, (left, right))
         spec = torch.stft(
             padded, self.n_fft, self.hop_length, window=self.window, center=False, return_complex=True
         )
-        mel = torch.matmul(self.filters, spec.abs().pow(2))
+        power = spec.abs().pow(2)
+        if warp is not None:
+            power = warp_frequencies(power, warp)
+        mel = torch.matmul(self.filters, power)
         return torch.log(mel.clamp(min=1e-5))
+
+
+def warp_frequencies(power: torch.Tensor, warp: torch.Tensor) -> torch.Tensor:
+    """``power [B,F,T]`` -> the spectrum with every frequency scaled by ``warp [B]``: ``S'(f) = S(f / warp)``.
+
+    Vocal tract length perturbation (Jaitly & Hinton 2013): pitch and formants move together, timing
+    stays. Linear interpolation between bins; bins whose source lies above Nyquist are zero.
+    """
+    if warp.shape != (power.shape[0],) or bool((warp <= 0).any()):
+        raise ValueError(f"warp must be [B={power.shape[0]}] positive factors, got {tuple(warp.shape)}")
+    bins = power.shape[1]
+    source = torch.arange(bins, device=power.device, dtype=power.dtype)[None] / warp[:, None].to(power.dtype)  # [B,F]
+    lo = source.floor().clamp(max=bins - 1).long()
+    hi = (lo + 1).clamp(max=bins - 1)
+    frac = (source - lo).unsqueeze(-1)
+    warped = power.gather(1, lo[..., None].expand_as(power)) * (1 - frac) + power.gather(1, hi[..., None].expand_as(power)) * frac
+    return warped * (source <= bins - 1).unsqueeze(-1)
 
 
 # --------------------------------------------------------------------------------------- blocks
@@ -200,11 +221,11 @@ class FrameEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
         self.proj = nn.Linear(cfg.dim, out_dim)
 
-    def forward(self, wav: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """``wav [B, N]``, valid ``frames [B]`` -> ``[B, out_dim, T]``."""
+    def forward(self, wav: torch.Tensor, frames: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
+        """``wav [B, N]``, valid ``frames [B]`` -> ``[B, out_dim, T]``; ``warp [B]``: see :class:`LogMel`."""
         hop = self.mel.hop_length * self.downsample
         T = math.ceil(wav.shape[-1] / hop)
-        mel = self.mel(F.pad(wav, (0, T * hop - wav.shape[-1])))  # [B, n_mels, T * downsample]
+        mel = self.mel(F.pad(wav, (0, T * hop - wav.shape[-1])), warp)  # [B, n_mels, T * downsample]
         fine = frame_mask(frames * self.downsample, mel.shape[-1]).unsqueeze(1).float()
         mask = frame_mask(frames, T).unsqueeze(1).float()
         x = self.stem(mel * fine) * fine

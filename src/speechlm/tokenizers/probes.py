@@ -12,6 +12,13 @@ streams are free of speaker identity, which a global timbre vector carries inste
    utterance by speaker A decoded with the timbre vector of an utterance by speaker B; the speaker
    judge (resemblyzer by default) decides whether the result is closer to B's voice than to A's,
    each voice represented by the mean embedding of other test utterances of that speaker.
+3. **Twin probe** — a 9-way probe mixes two things: who is speaking, and how the words are said
+   (each engine and voice has its own lexicon, letter-to-sound rules and timing), which content
+   codes may legitimately carry. Twins separate them: two seen speakers made by the same engine
+   and base voice, one with the F0 and every frequency scaled (``slt`` / ``slt_high`` =
+   ``slt f0=215 warp=1.1``), say the same words with the same timing, so only timbre and pitch
+   tell them apart. A binary probe per twin pair (chance 0.5) on a content view therefore measures
+   timbre leakage alone.
 
 ``speechlm codec probe CKPT --data DIR --json OUT`` runs both on a saved tokenizer.
 """
@@ -82,6 +89,9 @@ class ProbeReport:
     frame_accuracy: dict[str, float]  # view name -> test accuracy from a single frame's codes
     views: dict[str, list[int]]  # view name -> stream indices ("timbre" -> [])
     voice_conversion: VoiceConversionResult | None = None
+    twins: list[list[str]] = field(default_factory=list)  # [speaker, twin] pairs of the twin probe
+    twin_accuracy: dict[str, float] = field(default_factory=dict)  # view -> mean binary accuracy (chance 0.5)
+    twin_frame_accuracy: dict[str, float] = field(default_factory=dict)  # the same from a single frame
 
     def format(self) -> str:
         lines = [f"speaker probe ({self.speakers} speakers, chance {self.chance:.3f}; {self.n_train} train / {self.n_test} test)"]
@@ -89,6 +99,12 @@ class ProbeReport:
         for name, acc in self.accuracy.items():
             frame = self.frame_accuracy.get(name)
             lines.append(f"  {name:<14} {acc:9.3f} {'-' if frame is None else f'{frame:.3f}':>7}   streams {self.views[name]}")
+        if self.twins:
+            pairs = ", ".join("/".join(p) for p in self.twins)
+            lines.append(f"twin probe ({pairs}; chance 0.500)")
+            for name, acc in self.twin_accuracy.items():
+                frame = self.twin_frame_accuracy.get(name)
+                lines.append(f"  {name:<14} {acc:9.3f} {'-' if frame is None else f'{frame:.3f}':>7}")
         vc = self.voice_conversion
         if vc is not None:
             lines.append(
@@ -168,6 +184,34 @@ def frame_probe_accuracy(
     return float(MultinomialNB(alpha=0.1).fit(x_train, y_train).score(x_test, y_test))
 
 
+def twin_pairs(corpus: Corpus, speakers: set[str]) -> list[tuple[str, str]]:
+    """Pairs of ``speakers`` synthesised by the same engine from the same base voice (sorted, each once).
+
+    A voice id is the engine's voice plus variant settings (``"slt f0=215.0 warp=1.1"``); twins share
+    the first word. The plain voice is paired with each of its variants.
+    """
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for name in sorted(speakers):
+        info = corpus.speakers[name]
+        groups[(info.engine, info.voice.split()[0])].append(name)
+    pairs = []
+    for names in groups.values():
+        plain = [n for n in names if len(corpus.speakers[n].voice.split()) == 1]
+        pairs += [(p, v) for p in plain for v in names if v != p]
+    return sorted(pairs)
+
+
+def twin_probe(
+    train: list[EncodedUtterance], test: list[EncodedUtterance], pair: tuple[str, str], view: tuple[int, ...], sizes: tuple[int, ...]
+) -> tuple[float, float]:
+    """(utterance, frame) accuracy of telling the two speakers of ``pair`` apart from the codes of ``view``."""
+    tr = [e for e in train if e.utt.speaker in pair]
+    te = [e for e in test if e.utt.speaker in pair]
+    x_tr, x_te = (np.stack([code_histogram(e.codes, view, sizes) for e in split]) for split in (tr, te))
+    utterance = speaker_probe_accuracy(x_tr, [e.utt.speaker for e in tr], x_te, [e.utt.speaker for e in te])
+    return utterance, frame_probe_accuracy(tr, te, view, sizes)
+
+
 def _sample(rows: list[Utterance], per_speaker: int, rng: random.Random) -> list[Utterance]:
     groups: dict[str, list[Utterance]] = defaultdict(list)
     for r in rows:
@@ -208,6 +252,15 @@ def run_probes(
         vecs = [np.stack([e.speaker_vector for e in split]) for split in (train, test)]
         accuracy["timbre"] = speaker_probe_accuracy(vecs[0], y_train, vecs[1], y_test)
     n_speakers = len(set(y_train))
+    twins = twin_pairs(corpus, set(y_train) & set(y_test))
+    twin_acc: dict[str, float] = {}
+    twin_frame: dict[str, float] = {}
+    for name, idx in views.items():
+        if not idx or not twins:
+            continue
+        scores = [twin_probe(train, test, pair, tuple(idx), tok.codebook_sizes) for pair in twins]
+        twin_acc[name] = float(np.mean([u for u, _ in scores]))
+        twin_frame[name] = float(np.mean([f for _, f in scores]))
     report = ProbeReport(
         tokenizer=tok.describe(),
         coupling=tok.coupling,
@@ -218,6 +271,9 @@ def run_probes(
         accuracy=accuracy,
         frame_accuracy=frame_accuracy,
         views=views,
+        twins=[list(p) for p in twins],
+        twin_accuracy=twin_acc,
+        twin_frame_accuracy=twin_frame,
     )
     if judge is not None and tok.speaker_dim and hasattr(tok, "decode_streams"):
         test_all = _sample(corpus.tts("test"), cfg.test_per_speaker, rng)

@@ -64,6 +64,7 @@ class CodecTrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: SpectralLossConfig = field(default_factory=SpectralLossConfig)
     out_dir: Path = Path("runs/codec")
+    init_from: Path | None = None  # fine-tune: start from this tokenizer checkpoint's weights (same design)
     steps: int = 2000
     max_minutes: float = 0.0  # wall-clock budget (0 = none); the run checkpoints and stops when spent
     log_every: int = 25
@@ -185,6 +186,22 @@ def restore(directory: Path, device: torch.device) -> tuple[SpeechTokenizer, dic
     return tok, state, json.loads((directory / "state.json").read_text())
 
 
+def initial_tokenizer(cfg: CodecTrainConfig) -> SpeechTokenizer:
+    """``cfg.tokenizer`` at random init, or holding ``cfg.init_from``'s weights (all of them, names checked)."""
+    tok = build_tokenizer(cfg.tokenizer)
+    if cfg.init_from is None:
+        return tok
+    source = load_tokenizer(cfg.init_from)
+    if source.tokenizer_config is None or source.tokenizer_config.name != cfg.tokenizer.name:
+        found = source.tokenizer_config.name if source.tokenizer_config is not None else type(source).__name__
+        raise ValueError(f"init_from {cfg.init_from} is a {found!r} tokenizer, not {cfg.tokenizer.name!r}")
+    try:
+        tok.load_state_dict(source.state_dict())
+    except RuntimeError as err:
+        raise ValueError(f"init_from {cfg.init_from} does not fit tokenizer {cfg.tokenizer.name!r}: {err}") from err
+    return tok
+
+
 @torch.no_grad()
 def validate(tok: SpeechTokenizer, spectral: SpectralLoss, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
     tok.eval()
@@ -213,7 +230,7 @@ def _setup(cfg: CodecTrainConfig, resume: bool) -> _Run:
     if resume:
         tok, opt_state, state = restore(cfg.out_dir / CHECKPOINT_DIR, device)
     else:
-        tok, opt_state, state = build_tokenizer(cfg.tokenizer).to(device).train(), None, {}
+        tok, opt_state, state = initial_tokenizer(cfg).to(device).train(), None, {}
     step, seconds = int(state.get("step", 0)), float(state.get("seconds", 0.0))
     if hasattr(tok, "prepare_training"):  # designs with a semantic teacher / speaker table (D2's designs)
         tok.prepare_training(Corpus.open(cfg.data.corpus))
