@@ -162,10 +162,14 @@ def test_warped_content_and_frame_adversaries_train() -> None:
 
     cfg = tiny_tokenizer_config("decoupled")
     torch.manual_seed(0)
-    codec = build_tokenizer(replace(cfg, model=replace(cfg.model, content_warp=0.2, adversary_frames=True))).train()
+    model = replace(cfg.model, content_warp=0.2, content_consistency=1.0, adversary_frames=True)
+    codec = build_tokenizer(replace(cfg, model=model)).train()
     out = codec(*_batch(), torch.tensor([0, 1, 2]))
-    assert {"adversary", "speaker", "commit"} <= out.losses.keys()
+    assert {"adversary", "speaker", "commit", "consistency"} <= out.losses.keys()
+    assert 0 < out.losses["consistency"].item() <= 2.0
     sum(out.losses.values()).backward()
     assert codec.content_adversary[0].weight.grad is not None and codec.content_in.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="content_warp"):
         replace(cfg.model, content_warp=0.9)
+    with pytest.raises(ValueError, match="needs content_warp"):
+        replace(cfg.model, content_consistency=1.0)

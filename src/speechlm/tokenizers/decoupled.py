@@ -30,6 +30,8 @@ checkpoint; the twin probe of :mod:`speechlm.tokenizers.probes` measures their e
   by a random factor (VTLP; ContentVec, Qian et al. 2022, uses the same idea with pitch/formant
   shifts) while the decoder must still rebuild the *original* — what the scale changes (pitch,
   formants) has to come from the timbre vector and prosody codes, not from the content codes;
+  ``content_consistency`` adds an explicit pull: the cosine distance between the content latents
+  (before quantisation) of the warped and the plain input;
 - ``adversary_frames``: the gradient-reversed speaker classifiers read every frame rather than the
   utterance mean — an LM reads tokens, and a mean can be speaker-free while its frames are not.
 
@@ -108,6 +110,7 @@ class DecoupledConfig:
     acoustic_dropout: float = 0.5  # probability that an item trains without its acoustic codes
     # Training-only (left out of the tokenizer fingerprint): content invariance, see the module docstring.
     content_warp: float = field(default=0.0, metadata=TRAINING_ONLY)  # log-warp range w: α = exp(U(-w, w)); 0 = off
+    content_consistency: float = field(default=0.0, metadata=TRAINING_ONLY)  # weight of 1 - cos(warped, plain)
     adversary_frames: bool = field(default=False, metadata=TRAINING_ONLY)  # per-frame (not pooled) adversaries
 
     def __post_init__(self) -> None:
@@ -125,6 +128,8 @@ class DecoupledConfig:
             raise ValueError(f"speaker_dim={self.speaker_dim} must be >= 1 and num_speakers={self.num_speakers} >= 2")
         if not 0.0 <= self.content_warp <= 0.5:
             raise ValueError(f"content_warp={self.content_warp} must be in [0, 0.5] (a log-frequency scale)")
+        if self.content_consistency < 0 or (self.content_consistency > 0 and self.content_warp == 0):
+            raise ValueError(f"content_consistency={self.content_consistency} must be >= 0 and needs content_warp > 0")
         if not 0.0 <= self.acoustic_dropout < 1.0:
             raise ValueError(f"acoustic_dropout={self.acoustic_dropout} must be in [0, 1)")
         if self.latent_dim % self.timbre.heads:
@@ -213,6 +218,8 @@ class Factorised:
     z_acoustic: Tensor  # [B,Dl,T]
     codes: Tensor  # [B,6,T] prosody, content..., acoustic...
     speaker: Tensor  # [B,Ds] timbre vector
+    content_latent: Tensor  # [B,Dl,T] content branch before quantisation (from the warped input when warping)
+    h: Tensor  # [B,D,T] encoder states of the input as it is
     commit: Tensor  # scalar commitment loss of the three quantizers
     frames: Tensor  # [B] valid frames
     mask: Tensor  # [B,T] bool
@@ -276,7 +283,8 @@ class DecoupledCodec(SpeechTokenizer):
         mask = frame_mask(frames, h.shape[-1])
         qp = self.prosody_q(self.prosody_encoder(wav, frames), mask)
         h_content = h if content_warp is None else self.encoder(wav, frames, content_warp)
-        qc = self.content_q(self.content_in(h_content), mask)
+        content_latent = self.content_in(h_content)
+        qc = self.content_q(content_latent, mask)
         qa = self.acoustic_q(self.acoustic_in(h), mask)
         m = mask.unsqueeze(1).to(h.dtype)
         return Factorised(
@@ -285,6 +293,8 @@ class DecoupledCodec(SpeechTokenizer):
             z_acoustic=qa.z * m,
             codes=torch.cat([qp.codes, qc.codes, qa.codes], dim=1),
             speaker=self.timbre_encoder(h, mask),
+            content_latent=content_latent,
+            h=h,
             commit=qp.loss + qc.loss + qa.loss,
             frames=frames,
             mask=mask,
@@ -324,6 +334,9 @@ class DecoupledCodec(SpeechTokenizer):
             logits = self.unit_head(f.z_content.transpose(1, 2))  # [B,T,U]
             valid = f.mask & target.mask
             losses["units"] = self.cfg.unit_weight * F.cross_entropy(logits[valid], target.units[valid])
+        if warp is not None and self.cfg.content_consistency > 0:
+            cos = F.cosine_similarity(f.content_latent, self.content_in(f.h), dim=1)  # [B,T]
+            losses["consistency"] = self.cfg.content_consistency * (1 - cos[f.mask]).mean()
         if speakers is not None:
             losses.update(self._speaker_losses(f, speakers))
         return CodecTrainOutput(wav=recon, losses=losses)
