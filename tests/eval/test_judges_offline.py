@@ -39,6 +39,14 @@ def test_domain_asr_reads_ground_truth_and_rejects_scrambled_audio(domain_asr: A
     assert domain_asr.name == "pocketsphinx-domain2-grammar-map" and domain_asr.sample_rate == 16_000
 
 
+def test_a_clip_is_judged_the_same_whatever_was_judged_before(domain_asr: AsrJudge, tiny_corpus: Path):
+    (_, _, first), (_, _, other), *_ = _clips(tiny_corpus, engine="espeak") + _clips(tiny_corpus)
+    before = domain_asr.decode(first), domain_asr._decoders[0].hyp().score
+    domain_asr.decode(other)
+    after = domain_asr.decode(first), domain_asr._decoders[0].hyp().score
+    assert after == before  # the same transcript and the same acoustic score
+
+
 def test_silence_transcribes_to_nothing_and_empty_audio_is_an_error(domain_asr: AsrJudge):
     assert domain_asr.transcribe(np.zeros(16_000, np.float32)) == ""
     with pytest.raises(AudioError, match="empty"):

@@ -235,6 +235,9 @@ class PocketsphinxJudge(AsrJudge):
         pcm = to_pcm16(wav)
         best, best_score, warp = None, None, None
         for factor, dec in zip(self.cfg.warps, self._decoders):
+            # Live CMN carries its running statistics from one utterance to the next, which made a clip's
+            # transcript depend on the clips judged before it: every clip starts from fresh features.
+            dec.reinit_feat()
             dec.start_utt()
             dec.process_raw(pcm, full_utt=True)  # whole utterance: batch CMN over the clip
             dec.end_utt()
