@@ -143,7 +143,9 @@ def warp_frequencies(power: torch.Tensor, warp: torch.Tensor) -> torch.Tensor:
     lo = source.floor().clamp(max=bins - 1).long()
     hi = (lo + 1).clamp(max=bins - 1)
     frac = (source - lo).unsqueeze(-1)
-    warped = power.gather(1, lo[..., None].expand_as(power)) * (1 - frac) + power.gather(1, hi[..., None].expand_as(power)) * frac
+    below = power.gather(1, lo[..., None].expand_as(power))
+    above = power.gather(1, hi[..., None].expand_as(power))
+    warped = below * (1 - frac) + above * frac
     return warped * (source <= bins - 1).unsqueeze(-1)
 
 

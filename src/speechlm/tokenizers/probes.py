@@ -202,7 +202,11 @@ def twin_pairs(corpus: Corpus, speakers: set[str]) -> list[tuple[str, str]]:
 
 
 def twin_probe(
-    train: list[EncodedUtterance], test: list[EncodedUtterance], pair: tuple[str, str], view: tuple[int, ...], sizes: tuple[int, ...]
+    train: list[EncodedUtterance],
+    test: list[EncodedUtterance],
+    pair: tuple[str, str],
+    view: tuple[int, ...],
+    sizes: tuple[int, ...],
 ) -> tuple[float, float]:
     """(utterance, frame) accuracy of telling the two speakers of ``pair`` apart from the codes of ``view``."""
     tr = [e for e in train if e.utt.speaker in pair]

@@ -239,7 +239,7 @@ class PocketsphinxJudge(AsrJudge):
             # transcript depend on the clips judged before it: every clip starts from fresh features.
             dec.reinit_feat()
             dec.start_utt()
-            dec.process_raw(pcm, full_utt=True)  # whole utterance: batch CMN over the clip
+            dec.process_raw(pcm, full_utt=True)  # the whole clip in one call
             dec.end_utt()
             hyp = dec.hyp()
             if hyp is not None and (best_score is None or hyp.score > best_score):
