@@ -255,8 +255,24 @@ def _cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_textgain(args: argparse.Namespace) -> int:
+    import json
+
+    from speechlm.eval.text_gain import format_text_gain, text_gain_checkpoint
+    from speechlm.runtime import set_threads
+
+    set_threads(args.threads)
+    report = text_gain_checkpoint(args.ckpt, args.data, split=args.split, limit=args.limit, device=args.device)
+    report["command"] = shlex.join(["speechlm", *sys.argv[1:]])
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    print(format_text_gain(report))
+    return 0
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
-    from speechlm.eval.study import load_study, rejudge_study, run_study
+    from speechlm.eval.study import load_study, rejudge_study, run_study, text_gain_study
 
     study = load_study(args.config, args.overrides)
     only = [c for c in args.cells.split(",") if c] if args.cells else []
@@ -264,8 +280,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s] if args.seeds else []
     except ValueError:
         raise SystemExit(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    if args.rejudge and args.text_gain:
+        raise SystemExit("give --rejudge or --text-gain, not both")
     if args.rejudge:
         report = rejudge_study(study, Path(args.out), only=only, seeds=seeds)
+    elif args.text_gain:
+        report = text_gain_study(study, Path(args.out), only=only, seeds=seeds)
     else:
         report = run_study(study, Path(args.out), only=only, seeds=seeds)
     print(f"report: {Path(args.out) / 'report.md'} ({report['runs']} runs; {len(report['missing'])} not run yet)")
@@ -301,6 +321,16 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_cmd_align)
 
+    p = sub.add_parser("textgain", help="how much the model's speech uses its text: teacher-forced NLL, own vs another sentence")
+    p.add_argument("ckpt", help="checkpoint (or run) folder written by `speechlm train`")
+    p.add_argument("--data", required=True, help="corpus folder (TTS rows are scored teacher-forced)")
+    p.add_argument("--json", default=None, help="also write the figures as JSON")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--limit", type=int, default=64, help="N TTS rows at an even stride over the split (0 = all)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_cmd_textgain)
+
     p = sub.add_parser("study", help="a grid of SLM runs under one budget -> report with the study's tables + plots")
     p.add_argument("config", help="a configs/study/*.yaml")
     p.add_argument("overrides", nargs="*", help="a.b=c study-config overrides (e.g. steps=50)")
@@ -308,6 +338,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cells", default=None, help="comma-separated cell names to run now (default: all); finished ones are skipped")
     p.add_argument("--seeds", default=None, help="comma-separated seeds to run now (default: each cell's seeds)")
     p.add_argument("--rejudge", action="store_true", help="re-score finished cells' kept audio with the current judges")
+    p.add_argument("--text-gain", action="store_true", help="add the text gain to finished cells that lack it (from their checkpoints)")
     p.set_defaults(func=_cmd_study)
 
 

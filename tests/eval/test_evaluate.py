@@ -16,23 +16,8 @@ from speechlm.eval.judges import Judges
 from speechlm.eval.model_alignment import align_checkpoint, resolve_layers
 from speechlm.inference.api import Synthesizer
 from speechlm.inference.generate import GenerationConfig
-from speechlm.train.config import load_train_config
-from speechlm.train.loop import train
 
-ROOT = Path(__file__).resolve().parents[2]
 SR = 16_000
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A speaker-aware MTP-12 model on the tiny corpus after 2 steps (random-init decoupled codec)."""
-    tmp = tmp_path_factory.mktemp("eval_run")
-    cfg = load_train_config(
-        ROOT / "configs/slm/tiny_mtp12_spk.yaml",
-        [f"data.corpus={tiny_corpus}", f"data.cache_dir={tmp / 'cache'}", f"train.out_dir={tmp / 'run'}",
-         "train.max_steps=2", "train.tensorboard=false", "train.save_every=2", "train.threads=1"],
-    )  # fmt: skip
-    return train(cfg, show_progress=False).checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -169,6 +169,7 @@ def test_micro_study_end_to_end(tiny_corpus: Path, tmp_path: Path):
     ntp = json.loads(result_path(out, "ntp", 0).read_text())
     assert ntp["train"]["steps"] == 3 and ntp["facts"]["group_size"] == 1 and len(ntp["items"]) == 2
     assert ntp["align"]["layers"] and (out / "cells" / "ntp" / "umap_seed0.png").is_file()
+    assert ntp["text_gain"]["items"] == 2 and all(it["text_gain"] is not None for it in ntp["items"])
     qa = json.loads(result_path(out, "qa", 0).read_text())
     assert qa["facts"]["stage"] == "sft" and {i["kind"] for i in qa["items"]} == {"qa"}
     assert {"t1", "t2", "t3", "t4"} >= set(report["tables"]) >= {"t1", "t2", "t3"}
@@ -199,8 +200,8 @@ def test_rejudge_rescores_kept_audio_and_keeps_generation_figures(tiny_corpus: P
     (run / "eval" / "audio").mkdir(parents=True)
     for row in rows[:2]:  # the third item kept no wav: it stays a failure
         shutil.copy(corpus.audio_path(row), run / "eval" / "audio" / f"{row.id}.wav")
-    items = [{"id": r.id, "kind": "tts", "speaker": r.speaker, "seen": True, "domain": None, "success": True,
-              "failure": None, "text": r.text, "hypothesis": "garbage", "wer": 1.0, "audio_seconds": 1.0} for r in rows]  # fmt: skip
+    items = [{"id": r.id, "kind": "tts", "speaker": r.speaker, "seen": True, "domain": None, "success": True, "failure": None,
+              "text": r.text, "hypothesis": "garbage", "wer": 1.0, "audio_seconds": 1.0, "text_gain": 0.5} for r in rows]  # fmt: skip
     result = {"cell": "a", "seed": 0, "train": {"out_dir": str(run)}, "items": items,
               "eval": {"rtf": 0.25, "wer": 1.0, "split": "test", "corpus": str(tiny_corpus)}}  # fmt: skip
     study = _study(tmp_path, [_cell("a")], corpus=str(tiny_corpus))
@@ -210,4 +211,5 @@ def test_rejudge_rescores_kept_audio_and_keeps_generation_figures(tiny_corpus: P
     assert by_id[rows[1].id]["wer"] > 0.0  # the echo is the wrong sentence for the second clip
     assert not by_id[rows[2].id]["success"] and by_id[rows[2].id]["failure"] == "no_audio"
     assert judged["eval"]["rtf"] == 0.25 and judged["eval"]["asr_judge"] == "echo" and judged["eval"]["wer"] < 1.0
+    assert all(it["text_gain"] == 0.5 for it in judged["items"])  # not a judge's figure: kept
     assert result["items"][0]["wer"] == 1.0  # the input record is not modified

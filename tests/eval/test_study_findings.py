@@ -65,6 +65,17 @@ def test_floors_and_missing_cells_are_not_counted_as_evidence():
     assert judge(Comparison("wer", "lower", "a", "b"), no_items)["verdict"] == "not measurable"
 
 
+def test_text_gain_separates_cells_whose_wer_is_saturated():
+    rng = np.random.default_rng(2)
+    items = [{"id": f"u{i}", "wer": 1.0, "text_gain": g} for i, g in enumerate(rng.normal(0.3, 0.05, 30))]
+    reads_more = {"cell": "a", "seed": 0, "items": items, "eval": {}}
+    reads_less = _result("b", "text_gain", list(rng.normal(0.1, 0.05, 30)))
+    cells = _by_cell(reads_more, {**reads_less, "items": [{**it, "wer": 1.0} for it in reads_less["items"]]})
+    assert judge(Comparison("wer", "lower", "a", "b"), cells)["verdict"] == "not measurable"
+    row = judge(Comparison("text_gain", "higher", "a", "b"), cells)
+    assert row["verdict"] == "reproduced" and row["n"] == 30 and row["ci"][0] > 0
+
+
 def test_non_inferiority_for_knowledge_kept():
     llm = [1.0] * 10 + [0.0] * 10  # EM 0.5
     keeps = _by_cell(_result("slm", "em", llm), _result("llm", "em", llm))

@@ -188,7 +188,7 @@ def encode_split(
                 if cache is None:
                     raise ValueError(f"task {task!r} needs speech codes but no code cache was given")
                 codes = cache.get(row.id)
-            speaker = _speaker_vector(row, codes, means) if formatted.has_speaker else None
+            speaker = speaker_vector(row, codes, means) if formatted.has_speaker else None
             example = encoder.encode(formatted, codes if task in SPEECH_TASKS else None, speaker)
             if example.length > cfg.max_positions:
                 skipped.append(SkippedExample(example.id, f"{example.length} positions > max_positions"))
@@ -197,7 +197,9 @@ def encode_split(
     return examples, skipped
 
 
-def _speaker_vector(row: Utterance, codes: UttCodes | None, means: dict[str, torch.Tensor]) -> torch.Tensor:
+def speaker_vector(row: Utterance, codes: UttCodes | None, means: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The ``[Ds]`` timbre vector a row is trained with: its speaker's mean when ``means`` has one
+    (``data.speaker_vector: speaker_mean``), else the utterance's own from its codes."""
     if row.speaker in means:
         return means[row.speaker]
     if codes is None or codes.speaker is None:

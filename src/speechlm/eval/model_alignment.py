@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from speechlm.data.codes import ensure_code_cache
+from speechlm.data.codes import CodeCache, ensure_code_cache
 from speechlm.data.dataset import SequenceEncoder, collate, encode_split
 from speechlm.data.manifest import Corpus
 from speechlm.eval.alignment import (
@@ -37,23 +37,27 @@ from speechlm.train.build import build_speech_tokenizer
 from speechlm.train.checkpoint import LoadedSLM, load_slm
 
 
-def teacher_forced_batches(
-    loaded: LoadedSLM, corpus: Corpus, split: str, *, limit: int = 64, batch_size: int = 8, cache_root: Path | None = None
-) -> Iterator[SLMBatch]:
-    """TTS sequences of ``split`` (first ``limit`` rows; 0 = all) with their real speech codes, batched.
-
-    Codes come from the checkpoint's own speech tokenizer, cached under ``cache_root`` (default:
-    the run's ``data.cache_dir``/eval, apart from the training cache so neither evicts the other).
-    """
+def eval_code_cache(loaded: LoadedSLM, corpus: Corpus, split: str, cache_root: Path | None = None) -> CodeCache:
+    """Codes of ``split`` (and train, for speaker means) from the checkpoint's own speech tokenizer, cached
+    under ``cache_root`` (default: the run's ``data.cache_dir``/eval, apart from the training cache so
+    neither evicts the other); checked against the tokenizer the checkpoint was trained on."""
     cfg = loaded.config
-    device = next(loaded.model.parameters()).device
-    data = replace(cfg.data, task=replace(cfg.data.task, tasks=("tts",)), max_positions=1 << 30)
-    splits = (split, "train") if data.speaker_vector == "speaker_mean" and split != "train" else (split,)
-    codec = build_speech_tokenizer(cfg.tokenizer, device)
+    splits = (split, "train") if cfg.data.speaker_vector == "speaker_mean" and split != "train" else (split,)
+    codec = build_speech_tokenizer(cfg.tokenizer, next(loaded.model.parameters()).device)
     root = cache_root if cache_root is not None else Path(cfg.data.cache_dir) / "eval"
     cache = ensure_code_cache(corpus, codec, root, splits=splits, show_progress=False)
     if cache.fingerprint != loaded.meta.tokenizer_fingerprint:
         raise ValueError(f"the speech tokenizer of {loaded.path} does not match the codes it was trained on")
+    return cache
+
+
+def teacher_forced_batches(
+    loaded: LoadedSLM, corpus: Corpus, split: str, *, limit: int = 64, batch_size: int = 8, cache_root: Path | None = None
+) -> Iterator[SLMBatch]:
+    """TTS sequences of ``split`` (first ``limit`` rows; 0 = all) with their real speech codes, batched
+    (codes: :func:`eval_code_cache`)."""
+    data = replace(loaded.config.data, task=replace(loaded.config.data.task, tasks=("tts",)), max_positions=1 << 30)
+    cache = eval_code_cache(loaded, corpus, split, cache_root)
     wanted = corpus.tts(split)[: limit or None]
     if not wanted:
         raise ValueError(f"corpus {corpus.root} has no TTS rows in split {split!r}")

@@ -236,6 +236,26 @@ def rejudge_study(
     return write_report(study, out)
 
 
+def text_gain_study(
+    study: StudyConfig, out: Path, only: Sequence[str] = (), seeds: Sequence[int] = (), log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Add the text gain (:mod:`speechlm.eval.text_gain`) to finished (cell, seed) results that lack it,
+    from their checkpoints under ``runs_dir`` (results from before the gain was measured); then rebuild
+    the report. Results that have it are left alone."""
+    from speechlm.eval.study_cell import with_text_gain
+    from speechlm.eval.study_report import write_report
+
+    for name in only:
+        study.cell(name)
+    for result in read_results(study, out):
+        cell = study.cell(result["cell"])
+        if (only and cell.name not in only) or (seeds and result["seed"] not in seeds) or "text_gain" in result:
+            continue
+        log(f"text gain {cell.name} seed {result['seed']}")
+        write_result(out, with_text_gain(study, cell, result))
+    return write_report(study, out)
+
+
 # ---------------------------------------------------------------------------------------------
 # One cell
 # ---------------------------------------------------------------------------------------------

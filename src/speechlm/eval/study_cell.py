@@ -16,8 +16,10 @@ from speechlm.eval.evaluate import QA_KINDS, GeneratedItem, evaluate_model, scor
 from speechlm.eval.judges import Judges
 from speechlm.eval.model_alignment import align_checkpoint
 from speechlm.eval.study import CellSpec, StudyConfig, cell_overrides, judges_for, result_path
+from speechlm.eval.text_gain import text_gain
 from speechlm.inference.api import Synthesizer
-from speechlm.train.checkpoint import latest_checkpoint, resolve_checkpoint
+from speechlm.runtime import resolve_device
+from speechlm.train.checkpoint import latest_checkpoint, load_slm, resolve_checkpoint
 from speechlm.train.config import TrainConfig, load_train_config
 from speechlm.train.loop import train
 from speechlm.train.monitor import LOG_FILE
@@ -107,7 +109,21 @@ def evaluate_cell(study: StudyConfig, cell: CellSpec, seed: int, trained: Traine
     if cell.align:
         plot = result_path(out, cell.name, seed).with_name(f"umap_seed{seed}.png")
         result["align"] = align_checkpoint(trained.checkpoint, study.corpus, split=spec.split, plot=plot, device=study.device)
-    return result
+    return with_text_gain(study, cell, result)
+
+
+def with_text_gain(study: StudyConfig, cell: CellSpec, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` plus the text gain (:mod:`speechlm.eval.text_gain`) of its checkpoint on the cell's
+    test rows: a summary under ``text_gain`` and each TTS item's own gain. Cells whose model was not
+    trained on TTS, or whose evaluation has no TTS items, are returned unchanged."""
+    spec = cell.eval or study.eval
+    if "tts" not in spec.kinds or "tts" not in result["facts"]["tasks"]:
+        return result
+    loaded = load_slm(result["checkpoint"], device=resolve_device(study.device))
+    gain = text_gain(loaded, Corpus.open(study.corpus), spec.split, limit=spec.limit)
+    items = [{**it, "text_gain": gain.per_item.get(it["id"])} if it["kind"] == "tts" else it for it in result["items"]]
+    summary = {k: v for k, v in gain.to_dict().items() if k != "per_item"}
+    return {**result, "text_gain": summary, "items": items}
 
 
 def rejudge_cell(study: StudyConfig, result: dict[str, Any], judges: Judges) -> dict[str, Any]:
@@ -126,10 +142,12 @@ def rejudge_cell(study: StudyConfig, result: dict[str, Any], judges: Judges) -> 
     items = [_kept_item(corpus, rows[it["id"]], it, eval_dir) for it in result["items"]]
     report = score_items(items, eval_dir, judges, progress=False)
     kept = {k: result["eval"].get(k) for k in ("rtf", "split", "corpus")}
+    gains = {it["id"]: it["text_gain"] for it in result["items"] if it.get("text_gain") is not None}  # not a judge's
+    items = [{k: item.get(k) for k in _ITEM_KEYS} for item in report["items"]]
     return {
         **result,
         "eval": {**report["summary"], **kept},
-        "items": [{k: item.get(k) for k in _ITEM_KEYS} for item in report["items"]],
+        "items": [{**it, "text_gain": gains[it["id"]]} if it["id"] in gains else it for it in items],
     }
 
 

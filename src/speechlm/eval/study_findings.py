@@ -4,7 +4,7 @@ A study config lists its claims (``claims:``), each a set of pairwise comparison
 on one metric, e.g. "decoupled beats coupled on WER" = ``{metric: wer, better: lower,
 cell: decoupled_ntp, against: coupled_rvq_ntp}``. Each comparison is judged on the evidence:
 
-- **item metrics** (``wer``, ``sim``, ``success``, ``mos``, ``em``, ``f1``: one value per test item)
+- **item metrics** (``wer``, ``text_gain``, ``sim``, ``success``, ``mos``, ``em``, ``f1``: one value per test item)
   are paired by item id (both cells are evaluated on the same test rows; a cell's seeds are averaged
   per item), and the mean difference ``cell - against`` gets a 95% paired-bootstrap interval. The
   comparison *reproduces* the claim when the whole interval lies on the claimed side of 0, is
@@ -14,6 +14,9 @@ cell: decoupled_ntp, against: coupled_rvq_ntp}``. Each comparison is judged on t
   *consistent* or *opposite*;
 - ``better: not_worse`` is a non-inferiority test (claim 7, "keeps the backbone's knowledge"): the
   interval's worse end may not pass ``margin``;
+- ``text_gain`` (:mod:`speechlm.eval.text_gain`, nats per speech token that the text is worth to the
+  model, teacher-forced) stands in for WER where WER is saturated: it is measured on every test item
+  whether or not generation succeeded, and is never at a floor;
 - a comparison is *not measurable* when the metric is at its floor in both cells -- WER >= 90% in both
   (neither model is intelligible, so which is "better" is noise), or EM/F1 = 0 in the reference cell
   (the backbone knows nothing to keep) -- and *not run* while a cell has no results.
@@ -32,8 +35,8 @@ from typing import Any, Literal
 import numpy as np
 
 Result = dict[str, Any]
-Metric = Literal["wer", "sim", "success", "mos", "em", "f1", "st_sim", "tt_sim", "ss_sim", "riemannian", "st_dist", "rtf"]
-ITEM_METRICS = frozenset({"wer", "sim", "success", "mos", "em", "f1"})
+Metric = Literal["wer", "text_gain", "sim", "success", "mos", "em", "f1", "st_sim", "tt_sim", "ss_sim", "riemannian", "st_dist", "rtf"]
+ITEM_METRICS = frozenset({"wer", "text_gain", "sim", "success", "mos", "em", "f1"})
 ALIGN_METRICS = frozenset({"st_sim", "tt_sim", "ss_sim", "riemannian", "st_dist"})
 WER_FLOOR = 0.9  # both cells at or above: unintelligible, not comparable
 BOOTSTRAP = 2000

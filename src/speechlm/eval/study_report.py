@@ -85,6 +85,7 @@ WER = Column("WER", _eval("wer"))
 SIM = Column("SIM", _item_mean("sim"))
 SIM_SEEN = Column("SIM seen", _eval("sim_seen"))
 SIM_UNSEEN = Column("SIM unseen", _eval("sim_unseen"))
+TEXT_GAIN = Column("text gain", lambda r: (r.get("text_gain") or {}).get("gain"))  # eval.text_gain, nats/token
 
 
 def tables(mos_judge: str) -> tuple[Table, ...]:
@@ -93,15 +94,15 @@ def tables(mos_judge: str) -> tuple[Table, ...]:
         Table("t1", "Table 1: tokenizers trained with the SLM (NTP)",
               "Coupled vs semi-decoupled vs decoupled tokenizers under one budget; SIM on seen (train) and unseen voices.",
               (LABEL, Column("Coupling", _fact("coupling")), Column("Codebook", _fact("codebook_size")),
-               Column("Nq", _fact("nq")), Column("TPS", _fact("token_rate"), 0), SR, mos, WER, SIM_SEEN, SIM_UNSEEN)),
+               Column("Nq", _fact("nq")), Column("TPS", _fact("token_rate"), 0), SR, mos, WER, TEXT_GAIN, SIM_SEEN, SIM_UNSEEN)),
         Table("t2", "Tables 1/2: NTP vs MTP and speaker-aware generation",
               "H = speech tokens per LM step (g); steps/s = LM decoding steps per second of audio; RTF = measured "
               "generation time (LM + codec decode) per second of generated audio on the study's machine.",
               (LABEL, Column("H", _fact("group_size")), Column("TPS", _fact("token_rate"), 0),
                Column("steps/s audio", _fact("steps_per_audio_second"), 1), Column("Spk-aware", _fact("speaker_aware")),
-               Column("RTF", _eval("rtf"), 2), SR, mos, WER, SIM_SEEN, SIM_UNSEEN)),
+               Column("RTF", _eval("rtf"), 2), SR, mos, WER, TEXT_GAIN, SIM_SEEN, SIM_UNSEEN)),
         Table("t9", "Table 9: tokenizer x compression ratio (MTP)", "CR = g, speech tokens per LM step.",
-              (LABEL, Column("Coupling", _fact("coupling")), Column("CR", _fact("group_size")), SR, mos, WER, SIM)),
+              (LABEL, Column("Coupling", _fact("coupling")), Column("CR", _fact("group_size")), SR, mos, WER, TEXT_GAIN, SIM)),
         Table("t4", "Table 4: cross-modal alignment (last layer)",
               "Teacher-forced hidden states of test TTS sequences (speechlm.eval.alignment); Dist on unit-normalised states.",
               (LABEL, Column("H", _fact("group_size")), Column("TPS", _fact("token_rate"), 0),
@@ -109,11 +110,11 @@ def tables(mos_judge: str) -> tuple[Table, ...]:
                                                        ("TTDist", "tt_dist"), ("SSDist", "ss_dist"), ("STDist", "st_dist"))),
                Column("Riemannian", _last_layer("riemannian"), 2))),
         Table("t6", "Table 6: MTP fusion x speech head", "Appendix E.1.",
-              (LABEL, Column("Fusion", _fact("fusion")), Column("Head", _fact("head")), mos, WER, SIM)),
+              (LABEL, Column("Fusion", _fact("fusion")), Column("Head", _fact("head")), mos, WER, TEXT_GAIN, SIM)),
         Table("t7", "Table 7: number of modelled streams (NTP)", "Appendix E.2.",
-              (LABEL, Column("Nq", _fact("nq")), Column("Form", _fact("order")), SR, mos, WER, SIM)),
+              (LABEL, Column("Nq", _fact("nq")), Column("Form", _fact("order")), SR, mos, WER, TEXT_GAIN, SIM)),
         Table("t8", "Table 8: token organisation, FWI vs CWI (NTP)", "Appendix E.3.",
-              (LABEL, Column("Nq", _fact("nq")), Column("Form", _fact("order")), SR, mos, WER, SIM)),
+              (LABEL, Column("Nq", _fact("nq")), Column("Form", _fact("order")), SR, mos, WER, TEXT_GAIN, SIM)),
         Table("t3", "Table 3: role-playing spoken QA (stage 2)",
               "EM/F1 (%) of the text answer; SIM of the spoken answer for seen / unseen roles; in-domain vs held-out categories.",
               (LABEL, Column("Type", _model_type), Column("Tokenizer", _fact("coupling")),
@@ -205,6 +206,10 @@ def render_markdown(study: StudyConfig, report: dict[str, Any], results: Sequenc
         f"Corpus `{study.corpus}`; every stage-1 cell trains {study.steps} steps; seeds {list(study.seeds)} unless a row "
         f"says otherwise (`± std (n)` = spread over n seeds; no `±` = one seed). {len(results)} runs, "
         f"{seconds / 60:.1f} min of wall time in total. Figures are re-measured here, never copied from the paper.",
+        "",
+        "*text gain* (speechlm.eval.text_gain): how much the model's speech uses its text -- the teacher-forced "
+        "speech NLL of each test utterance after another sentence minus after its own (nats per speech token; "
+        "0 = the text is ignored). It separates models whose judge WER is saturated near 100%.",
         "",
     ]
     if report["findings"]:
