@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from speechlm.cli import main
+from speechlm.data.dataset import SequenceEncoder, collate
 from speechlm.data.manifest import Corpus, Utterance
+from speechlm.data.tasks import TaskFormatter
 from speechlm.eval import text_gain as tg
 from speechlm.eval.evaluate import spread
+from speechlm.eval.model_alignment import eval_code_cache
 from speechlm.train.checkpoint import load_slm
 
 
@@ -58,10 +61,6 @@ def test_own_text_against_itself_gains_nothing(trained: Path, tiny_corpus: Path,
 
 def test_token_nll_matches_the_training_loss(trained: Path, tiny_corpus: Path):
     """Per-token NLLs averaged the way the training loss averages (per slot, then over slots) give its value."""
-    from speechlm.data.dataset import SequenceEncoder, collate
-    from speechlm.data.tasks import TaskFormatter
-    from speechlm.eval.model_alignment import eval_code_cache
-
     loaded = load_slm(trained, device=torch.device("cpu"))
     corpus = Corpus.open(tiny_corpus)
     cache = eval_code_cache(loaded, corpus, "test")
