@@ -9,11 +9,12 @@ has another of theirs, same speaker vector, the codes themselves unchanged):
 
     gain = NLL(speech | other text) - NLL(speech | own text)      (nats per speech token)
 
-i.e. a lower bound on how much the model's speech predictions use the text (a pointwise
-text-speech mutual information under the model, END included: knowing when to stop is part of
-reading). 0 means the text is ignored; a model that reads has a gain of several nats. The gain per
-quarter of the utterance (by speech-step position) shows where reading stops: a model that only
-learnt sentence openings has its gain in the first quarter.
+what the text adds to the true speech history (a pointwise text-speech mutual information under
+the model, END included: knowing when to stop is part of reading). 0 means the text is ignored. The
+gain per quarter of the utterance (by speech-step position) shows where reading stops: a model that
+only learnt sentence openings has its gain in the first quarter. Measure it on sentences the model
+has not seen: on a memorised training sentence the speech history alone identifies the rest, so the
+text adds little even to a model that says it perfectly (docs/RESULTS.md, session 5).
 """
 
 from __future__ import annotations
