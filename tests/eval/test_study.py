@@ -138,6 +138,8 @@ def test_report_tables_show_seed_spread_missing_cells_and_null_figures(tmp_path:
     sr = t1["columns"].index("SR")
     assert t1["rows"][0]["values"][sr]["n"] == 3 and t1["rows"][0]["values"][sr]["mean"] == pytest.approx(0.5)
     assert format_value(t1["rows"][0]["values"][sr], 2) == "0.50 ± 0.10 (3)"
+    tps = t1["columns"].index("TPS")  # a fact of the setup: one value, no spread over seeds
+    assert format_value(t1["rows"][0]["values"][tps], 0) == "150"
     assert "MOS (dnsmos-p808)" in t1["columns"]
     wer = t1["columns"].index("WER")
     assert format_value(t1["rows"][1]["values"][wer], 3) == "n/a"  # null stays n/a, never 0

@@ -34,6 +34,7 @@ class Column:
     header: str
     get: Getter  # one result (one seed) -> a number, a string, or None
     digits: int = 3
+    fact: bool = False  # a property of the cell's setup (token rate, g, ...): the same for every seed, no spread
 
 
 @dataclass(frozen=True)
@@ -93,31 +94,31 @@ def tables(mos_judge: str) -> tuple[Table, ...]:
     return (
         Table("t1", "Table 1: tokenizers trained with the SLM (NTP)",
               "Coupled vs semi-decoupled vs decoupled tokenizers under one budget; SIM on seen (train) and unseen voices.",
-              (LABEL, Column("Coupling", _fact("coupling")), Column("Codebook", _fact("codebook_size")),
-               Column("Nq", _fact("nq")), Column("TPS", _fact("token_rate"), 0), SR, mos, WER, TEXT_GAIN, SIM_SEEN, SIM_UNSEEN)),
+              (LABEL, Column("Coupling", _fact("coupling"), fact=True), Column("Codebook", _fact("codebook_size"), fact=True),
+               Column("Nq", _fact("nq"), fact=True), Column("TPS", _fact("token_rate"), 0, fact=True), SR, mos, WER, TEXT_GAIN, SIM_SEEN, SIM_UNSEEN)),
         Table("t2", "Tables 1/2: NTP vs MTP and speaker-aware generation",
               "H = speech tokens per LM step (g); steps/s = LM decoding steps per second of audio; RTF = measured "
               "generation time (LM + codec decode) per second of generated audio on the study's machine.",
-              (LABEL, Column("H", _fact("group_size")), Column("TPS", _fact("token_rate"), 0),
-               Column("steps/s audio", _fact("steps_per_audio_second"), 1), Column("Spk-aware", _fact("speaker_aware")),
+              (LABEL, Column("H", _fact("group_size"), fact=True), Column("TPS", _fact("token_rate"), 0, fact=True),
+               Column("steps/s audio", _fact("steps_per_audio_second"), 1, fact=True), Column("Spk-aware", _fact("speaker_aware"), fact=True),
                Column("RTF", _eval("rtf"), 2), SR, mos, WER, TEXT_GAIN, SIM_SEEN, SIM_UNSEEN)),
         Table("t9", "Table 9: tokenizer x compression ratio (MTP)", "CR = g, speech tokens per LM step.",
-              (LABEL, Column("Coupling", _fact("coupling")), Column("CR", _fact("group_size")), SR, mos, WER, TEXT_GAIN, SIM)),
+              (LABEL, Column("Coupling", _fact("coupling"), fact=True), Column("CR", _fact("group_size"), fact=True), SR, mos, WER, TEXT_GAIN, SIM)),
         Table("t4", "Table 4: cross-modal alignment (last layer)",
               "Teacher-forced hidden states of test TTS sequences (speechlm.eval.alignment); Dist on unit-normalised states.",
-              (LABEL, Column("H", _fact("group_size")), Column("TPS", _fact("token_rate"), 0),
+              (LABEL, Column("H", _fact("group_size"), fact=True), Column("TPS", _fact("token_rate"), 0, fact=True),
                *(Column(h, _last_layer(k)) for h, k in (("TTSim", "tt_sim"), ("SSSim", "ss_sim"), ("STSim", "st_sim"),
                                                        ("TTDist", "tt_dist"), ("SSDist", "ss_dist"), ("STDist", "st_dist"))),
                Column("Riemannian", _last_layer("riemannian"), 2))),
         Table("t6", "Table 6: MTP fusion x speech head", "Appendix E.1.",
-              (LABEL, Column("Fusion", _fact("fusion")), Column("Head", _fact("head")), mos, WER, TEXT_GAIN, SIM)),
+              (LABEL, Column("Fusion", _fact("fusion"), fact=True), Column("Head", _fact("head"), fact=True), mos, WER, TEXT_GAIN, SIM)),
         Table("t7", "Table 7: number of modelled streams (NTP)", "Appendix E.2.",
-              (LABEL, Column("Nq", _fact("nq")), Column("Form", _fact("order")), SR, mos, WER, TEXT_GAIN, SIM)),
+              (LABEL, Column("Nq", _fact("nq"), fact=True), Column("Form", _fact("order"), fact=True), SR, mos, WER, TEXT_GAIN, SIM)),
         Table("t8", "Table 8: token organisation, FWI vs CWI (NTP)", "Appendix E.3.",
-              (LABEL, Column("Nq", _fact("nq")), Column("Form", _fact("order")), SR, mos, WER, TEXT_GAIN, SIM)),
+              (LABEL, Column("Nq", _fact("nq"), fact=True), Column("Form", _fact("order"), fact=True), SR, mos, WER, TEXT_GAIN, SIM)),
         Table("t3", "Table 3: role-playing spoken QA (stage 2)",
               "EM/F1 (%) of the text answer; SIM of the spoken answer for seen / unseen roles; in-domain vs held-out categories.",
-              (LABEL, Column("Type", _model_type), Column("Tokenizer", _fact("coupling")),
+              (LABEL, Column("Type", _model_type), Column("Tokenizer", _fact("coupling"), fact=True),
                *(col for dom in ("in", "out") for col in (
                    Column(f"EM {dom}", _scaled(_item_mean("em", domain=dom)), 1),
                    Column(f"F1 {dom}", _scaled(_item_mean("f1", domain=dom)), 1),
@@ -136,6 +137,8 @@ def _scaled(get: Getter, factor: float = 100.0) -> Getter:
 def cell_value(results: Sequence[Result], column: Column) -> dict[str, Any]:
     """One table cell over a cell's seeds: ``{"mean", "std", "n"}`` for numbers, ``{"value"}`` otherwise."""
     values = [column.get(r) for r in results]
+    if column.fact:
+        return {"value": next((v for v in values if v is not None), None)}
     numbers = [v for v in values if isinstance(v, float)]  # ints (Nq, g, codebook size) are facts, not measurements
     if numbers and len(numbers) == len([v for v in values if v is not None]):
         std = statistics.stdev(numbers) if len(numbers) > 1 else None
@@ -147,6 +150,8 @@ def cell_value(results: Sequence[Result], column: Column) -> dict[str, Any]:
 def format_value(v: dict[str, Any], digits: int) -> str:
     if "value" in v:
         value = v["value"]
+        if isinstance(value, float):
+            return f"{value:.{digits}f}"
         return "n/a" if value is None else ("yes" if value is True else "no" if value is False else str(value))
     text = f"{v['mean']:.{digits}f}"
     return text if v["std"] is None else f"{text} ± {v['std']:.{digits}f} ({v['n']})"
