@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,19 @@ def run_study(
     return write_report(study, out)
 
 
+def finished_results(
+    study: StudyConfig, out: Path, only: Sequence[str] = (), seeds: Sequence[int] = ()
+) -> Iterator[tuple[CellSpec, dict[str, Any]]]:
+    """``(cell, result)`` of every finished run in ``out``, restricted to cells ``only`` and ``seeds``
+    when given (unknown cell names are errors)."""
+    for name in only:
+        study.cell(name)
+    for result in read_results(study, out):
+        cell = study.cell(result["cell"])
+        if (not only or cell.name in only) and (not seeds or result["seed"] in seeds):
+            yield cell, result
+
+
 def rejudge_study(
     study: StudyConfig, out: Path, only: Sequence[str] = (), seeds: Sequence[int] = (), log: Callable[[str], None] = print
 ) -> dict[str, Any]:
@@ -220,13 +233,10 @@ def rejudge_study(
     from speechlm.eval.study_cell import rejudge_cell
     from speechlm.eval.study_report import write_report
 
-    for name in only:
-        study.cell(name)
     judges: dict[str, Judges] = {}  # one build per distinct judges config
-    for result in read_results(study, out):
-        cell = study.cell(result["cell"])
+    for cell, result in finished_results(study, out, only, seeds):
         spec = cell.eval or study.eval
-        if (only and cell.name not in only) or (seeds and result["seed"] not in seeds) or spec.judges is None:
+        if spec.judges is None:
             continue
         key = json.dumps(cfglib.to_dict(spec.judges), sort_keys=True, default=str)
         if key not in judges:
@@ -245,11 +255,8 @@ def text_gain_study(
     from speechlm.eval.study_cell import with_text_gain
     from speechlm.eval.study_report import write_report
 
-    for name in only:
-        study.cell(name)
-    for result in read_results(study, out):
-        cell = study.cell(result["cell"])
-        if (only and cell.name not in only) or (seeds and result["seed"] not in seeds) or "text_gain" in result:
+    for cell, result in finished_results(study, out, only, seeds):
+        if "text_gain" in result:
             continue
         log(f"text gain {cell.name} seed {result['seed']}")
         write_result(out, with_text_gain(study, cell, result))

@@ -115,10 +115,10 @@ def evaluate_cell(study: StudyConfig, cell: CellSpec, seed: int, trained: Traine
 def with_text_gain(study: StudyConfig, cell: CellSpec, result: dict[str, Any]) -> dict[str, Any]:
     """``result`` plus the text gain (:mod:`speechlm.eval.text_gain`) of its checkpoint on the cell's
     test rows: a summary under ``text_gain`` and each TTS item's own gain. Cells whose model was not
-    trained on TTS, or whose evaluation has no TTS items, are returned unchanged."""
+    trained on TTS, or whose evaluation has no TTS items, get ``text_gain: None``."""
     spec = cell.eval or study.eval
     if "tts" not in spec.kinds or "tts" not in result["facts"]["tasks"]:
-        return result
+        return {**result, "text_gain": None}
     loaded = load_slm(result["checkpoint"], device=resolve_device(study.device))
     gain = text_gain(loaded, Corpus.open(study.corpus), spec.split, limit=spec.limit)
     items = [{**it, "text_gain": gain.per_item.get(it["id"])} if it["kind"] == "tts" else it for it in result["items"]]
