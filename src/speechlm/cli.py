@@ -52,7 +52,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     verbs = data.add_subparsers(dest="data_verb", required=True)
 
     p = verbs.add_parser("synth", help="synthesise the built-in multi-speaker corpus + spoken QA")
-    p.add_argument("--preset", choices=["tiny", "demo"], default="tiny")
+    p.add_argument("--preset", choices=["tiny", "demo", "large"], default="tiny")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="parallel synthesis processes (default: cores)")

@@ -10,7 +10,7 @@ from speechlm.data.facts import load_facts
 from speechlm.data.grammar import load_grammar, tokenize
 from speechlm.data.manifest import Corpus
 from speechlm.data.ngram import BOS, read_arpa
-from speechlm.data.synth import load_preset, plan_qa, plan_tts, synthesize_corpus
+from speechlm.data.synth import PRESETS, load_preset, plan_qa, plan_tts, synthesize_corpus
 from speechlm.data.voices import RoleSpec, VoiceSpec, VoiceTable, load_voice_table
 
 REAL_ENGINES = ("flite", "festival")
@@ -102,6 +102,22 @@ def test_demo_plan_is_feasible_and_balanced():
         cfg.tts_train + cfg.tts_val + cfg.tts_test if s.seen else cfg.tts_unseen for s in table.speakers
     )
     assert tts_total >= 3000
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_plans_distinct_sentences(name):
+    cfg, table, grammar = load_preset(name), load_voice_table(), load_grammar()
+    rows = plan_tts(cfg, table, grammar, random.Random("0/tts"))
+    assert len({r.text for r in rows}) == len(rows)  # every sentence is spoken once
+    n_seen = sum(s.seen for s in table.speakers)
+    assert sum(r.split == "train" for r in rows) == n_seen * cfg.tts_train
+
+
+def test_large_preset_only_adds_training_sentences():
+    demo, large = load_preset("demo"), load_preset("large")
+    assert large.tts_train >= 5 * demo.tts_train
+    same = ("tts_val", "tts_test", "tts_unseen", "qa_train", "qa_val", "qa_test_in", "qa_test_out")
+    assert all(getattr(large, k) == getattr(demo, k) for k in same)
 
 
 def test_bad_inputs(tmp_path):

@@ -38,7 +38,7 @@ from speechlm.data.grammar import Grammar, load_grammar, tokenize, write_diction
 from speechlm.data.manifest import Utterance, write_manifest
 from speechlm.data.voices import SAMPLE_RATE, RoleSpec, VoiceTable, check_engines, load_voice_table, synthesize
 
-PRESETS = ("tiny", "demo")
+PRESETS = ("tiny", "demo", "large")
 CHUNK = 16  # utterances per pool job: amortises process hand-off and festival start-up
 
 
