@@ -232,7 +232,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     audio_dir = Path(args.audio_dir) if args.audio_dir else out.with_name(out.stem + "_audio")
     kinds = tuple(k for k in args.kinds.split(",") if k)
     report = evaluate_model(synth, Path(args.data), audio_dir, judges, split=args.split, kinds=kinds, limit=args.limit)
-    report["command"] = shlex.join(["speechlm", *sys.argv[1:]])
+    report["command"] = args.command
     write_report(report, out)
     print(format_table(report["summary"]))
     print(f"report: {out} (+ {out.with_suffix('.md')}); audio: {audio_dir}")
@@ -248,7 +248,7 @@ def _cmd_align(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     layers = [int(x) for x in args.layers.split(",") if x] if args.layers else None
     report = align_checkpoint(args.ckpt, args.data, split=args.split, layers=layers, limit=args.limit, plot=args.plot, device=args.device)
-    report["command"] = shlex.join(["speechlm", *sys.argv[1:]])
+    report["command"] = args.command
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=1))
     print(format_alignment(report))
@@ -263,7 +263,7 @@ def _cmd_textgain(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     report = text_gain_checkpoint(args.ckpt, args.data, split=args.split, limit=args.limit, device=args.device)
-    report["command"] = shlex.join(["speechlm", *sys.argv[1:]])
+    report["command"] = args.command
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
@@ -379,7 +379,7 @@ def _cmd_judge_calibrate(args: argparse.Namespace) -> int:
 
     overrides = [*args.overrides, f"split={args.split}"] if args.split else args.overrides
     result = calibrate(Path(args.corpus), load(CalibrationConfig, args.config, overrides))
-    result["command"] = shlex.join(["speechlm", *sys.argv[1:]])
+    result["command"] = args.command
     print(format_report(result))
     if args.json:
         write_json(result, Path(args.json))
@@ -450,7 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command = shlex.join(["speechlm", *argv])  # what reports record as the command that made them
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:

@@ -6,8 +6,6 @@ Like cli.py, this module only parses arguments and calls the library (`speechlm.
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
 
@@ -37,7 +35,7 @@ def _cmd_codec_eval(args: argparse.Namespace) -> int:
     audio_dir = Path(args.audio_dir) if args.audio_dir else None
     streams = tuple(int(k) for k in args.streams.split(",")) if args.streams else None
     report = evaluate_codec(tok, Path(args.data), args.split, judges, args.max_items, audio_dir, streams)
-    report["command"] = shlex.join(["speechlm", *sys.argv[1:]])
+    report["command"] = args.command
     print(format_summary(report["summary"]))
     if args.json:
         write_report(report, Path(args.json))

@@ -86,3 +86,4 @@ def test_textgain_cli_writes_json(trained: Path, tiny_corpus: Path, tmp_path: Pa
     assert rc == 0 and "text gain" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["items"] == 3 and len(report["per_item"]) == 3
+    assert report["command"].startswith("speechlm textgain ") and "--limit 3" in report["command"]  # not pytest's argv
