@@ -58,9 +58,10 @@ class _LogMath:
 
 
 class _FakeDecoder:
-    """An N-best list with given per-frame score gaps below the top entry, over 100 frames."""
+    """An N-best list with given per-frame score gaps below the top entry, over 100 frames (text None: an
+    entry pocketsphinx yields as None)."""
 
-    def __init__(self, entries: list[tuple[str, float]]) -> None:
+    def __init__(self, entries: list[tuple[str | None, float]]) -> None:
         self.entries = entries
 
     def n_frames(self) -> int:
@@ -71,7 +72,9 @@ class _FakeDecoder:
 
     def nbest(self):
         top = -20_000  # log units
-        return iter(_Hyp(f"<s> {text} </s>", LOG_BASE ** (top - gap * 100)) for text, gap in self.entries)
+        return iter(
+            None if text is None else _Hyp(f"<s> {text} </s>", LOG_BASE ** (top - gap * 100)) for text, gap in self.entries
+        )
 
 
 def test_the_first_grammatical_entry_within_the_margin_wins(judge: PocketsphinxJudge):
@@ -83,6 +86,9 @@ def test_the_first_grammatical_entry_within_the_margin_wins(judge: PocketsphinxJ
     assert found is not None and found[0] == sentence and found[1] == pytest.approx(0.5 * margin, abs=0.02)
     assert pick(_FakeDecoder([(ungrammatical, 0.0), (sentence, 2.0 * margin)])) is None  # too far below the top
     assert pick(_FakeDecoder([(ungrammatical, 0.0)] * judge.cfg.grammar_nbest + [(sentence, 0.0)])) is None  # past N
+    # pocketsphinx's N-best iterator can yield None (seen on a generated clip): skipped, not a crash
+    found = pick(_FakeDecoder([(None, 0.0), (ungrammatical, 0.0), (None, 0.0), (sentence, 0.5 * margin)]))
+    assert found is not None and found[0] == sentence
 
 
 def test_grammar_test_off_and_name(tiny_corpus: Path, judge: PocketsphinxJudge):

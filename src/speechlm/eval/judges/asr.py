@@ -259,6 +259,8 @@ class PocketsphinxJudge(AsrJudge):
         frames = max(dec.n_frames(), 1)
         top = None
         for hyp in itertools.islice(dec.nbest(), self.cfg.grammar_nbest):
+            if hyp is None:  # the N-best iterator yields None for an entry it cannot spell out
+                continue
             if hyp.score <= 0.0:  # underflowed: far below anything the margin admits
                 break
             score = log(hyp.score)
