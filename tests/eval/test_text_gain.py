@@ -1,8 +1,9 @@
-"""Text gain: teacher-forced speech NLL after the utterance's own text vs another sentence's."""
+"""Text gain: teacher-forced speech NLL after the utterance's own text vs another sentence's; the ASR gain the other way."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,51 @@ def test_textgain_cli_writes_json(trained: Path, tiny_corpus: Path, tmp_path: Pa
     report = json.loads(out.read_text())
     assert report["items"] == 3 and len(report["per_item"]) == 3
     assert report["command"].startswith("speechlm textgain ") and "--limit 3" in report["command"]  # not pytest's argv
+    assert report["asr"]["items"] == 3 and report["asr"]["gain"] == pytest.approx(
+        report["asr"]["mismatched_nll"] - report["asr"]["matched_nll"], abs=1e-5
+    )
+
+
+def test_mismatched_rows_are_where_the_other_texts_come_from():
+    rows = [_row(0, "a", "one"), _row(1, "a", "two"), _row(2, "b", "three"), _row(3, "a", "four"), _row(4, "c", "five")]
+    assert [rows[j].text for j in tg.mismatched_rows(rows)] == tg.mismatched_texts(rows)
+
+
+def test_asr_gain_of_a_checkpoint(trained: Path, tiny_corpus: Path):
+    loaded = load_slm(trained, device=torch.device("cpu"))
+    corpus = Corpus.open(tiny_corpus)
+    result = tg.asr_gain(loaded, corpus, "test", limit=4, batch_size=3)
+    assert result.items == 4 and result.tokens > 0 and result.matched_nll > 0
+    assert result.gain == pytest.approx(result.mismatched_nll - result.matched_nll, abs=1e-5)
+    assert 0.0 <= result.matched_accuracy <= 1.0 and 0.0 <= result.mismatched_accuracy <= 1.0
+    alone = tg.asr_gain(loaded, corpus, "test", limit=4, batch_size=1)  # batching must not change a score
+    assert alone.matched_nll == pytest.approx(result.matched_nll, abs=1e-4) and alone.tokens == result.tokens
+
+
+def test_own_speech_against_itself_gains_nothing(trained: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(tg, "mismatched_rows", lambda rows: list(range(len(rows))))
+    result = tg.asr_gain(load_slm(trained, device=torch.device("cpu")), Corpus.open(tiny_corpus), "test", limit=3)
+    assert result.gain == pytest.approx(0.0, abs=1e-6) and result.matched_accuracy == result.mismatched_accuracy
+
+
+def test_text_token_nll_matches_the_training_text_loss(trained: Path, tiny_corpus: Path):
+    loaded = load_slm(trained, device=torch.device("cpu"))
+    corpus = Corpus.open(tiny_corpus)
+    row = corpus.tts("test")[0]
+    codes = eval_code_cache(loaded, corpus, "test").get(row.id)
+    example = SequenceEncoder(loaded.text_tokenizer, loaded.layout).encode(
+        TaskFormatter(loaded.config.data.task).format(row, "asr"), codes, codes.speaker
+    )
+    nll, _ = tg.text_token_nll(loaded, [example])
+    batch = collate([example], text_pad_id=loaded.text_tokenizer.pad_id, speech_pad_id=loaded.layout.vocab.pad_id)
+    with torch.inference_mode():
+        expected = float(loaded.model.eval()(batch, return_logits=False).losses["text"])
+    assert nll.numel() == int((example.text_labels != -100).sum()) and float(nll.mean()) == pytest.approx(expected, rel=1e-4)
+
+
+def test_asr_gain_needs_a_model_trained_on_asr(trained: Path, tiny_corpus: Path):
+    loaded = load_slm(trained, device=torch.device("cpu"))
+    data = loaded.config.data
+    tts_only = replace(loaded, config=replace(loaded.config, data=replace(data, task=replace(data.task, tasks=("tts",)))))
+    with pytest.raises(ValueError, match="not trained on ASR"):
+        tg.asr_gain(tts_only, Corpus.open(tiny_corpus), "test", limit=3)

@@ -15,6 +15,13 @@ gain per quarter of the utterance (by speech-step position) shows where reading 
 only learnt sentence openings has its gain in the first quarter. Measure it on sentences the model
 has not seen: on a memorised training sentence the speech history alone identifies the rest, so the
 text adds little even to a model that says it perfectly (docs/RESULTS.md, session 5).
+
+A model trained on ASR too gets the same test in the other direction (:func:`asr_gain`): each
+sentence's transcript scored teacher-forced after its own speech and after the other utterance's
+
+    asr gain = NLL(text | other speech) - NLL(text | own speech)      (nats per text token)
+
+which separates "the model cannot align text and speech at all" from "it can listen but not read".
 """
 
 from __future__ import annotations
@@ -59,12 +66,17 @@ class TextGain:
 def mismatched_texts(rows: list[Utterance]) -> list[str]:
     """For each row, the text of another row: the next one of the same speaker (cyclically), or the
     next row of the list when a speaker has only one. Every text differs from the row's own."""
+    return [rows[j].text for j in mismatched_rows(rows)]
+
+
+def mismatched_rows(rows: list[Utterance]) -> list[int]:
+    """For each row, the index of the row :func:`mismatched_texts` takes its other text from."""
     if len(rows) < 2:
         raise ValueError("the text gain needs at least 2 utterances to swap texts between")
     by_speaker: dict[str, list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
         by_speaker[row.speaker].append(i)
-    out: list[str] = []
+    out: list[int] = []
     for i, row in enumerate(rows):
         mine = by_speaker[row.speaker]
         j = mine[(mine.index(i) + 1) % len(mine)] if len(mine) > 1 else (i + 1) % len(rows)
@@ -72,7 +84,7 @@ def mismatched_texts(rows: list[Utterance]) -> list[str]:
             j = next((k for k in range(len(rows)) if rows[k].text != row.text), j)
         if rows[j].text == row.text:
             raise ValueError("every utterance in the selection has the same text; nothing to swap")
-        out.append(rows[j].text)
+        out.append(j)
     return out
 
 
@@ -154,19 +166,105 @@ def text_gain(
     )
 
 
+@dataclass(frozen=True)
+class AsrGain:
+    """Teacher-forced transcript NLL after the utterance's own speech vs another utterance's."""
+
+    matched_nll: float  # nats per supervised text token of the transcript (its end included)
+    mismatched_nll: float
+    gain: float  # mismatched_nll - matched_nll
+    matched_accuracy: float  # next-token accuracy of the transcript after its own speech
+    mismatched_accuracy: float
+    items: int
+    tokens: int  # text tokens scored per pass
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@torch.inference_mode()
+def text_token_nll(loaded: LoadedSLM, examples: list[EncodedExample], batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced NLL [N] and argmax hit [N] of every supervised text token of ``examples``."""
+    model = loaded.model.eval()
+    device = next(model.parameters()).device
+    pad = dict(text_pad_id=loaded.text_tokenizer.pad_id, speech_pad_id=loaded.layout.vocab.pad_id)
+    nll, hit = [], []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size], **pad).to(device)
+        logits = model(batch).text_logits  # [B,S,Vt]
+        assert logits is not None
+        targets = batch.text_labels[:, 1:]  # [B,S-1]
+        valid = targets != IGNORE_INDEX
+        logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+        nll.append(-logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)[valid].cpu())
+        hit.append((logp.argmax(-1) == targets)[valid].cpu())
+    return torch.cat(nll), torch.cat(hit)
+
+
+def asr_gain(
+    loaded: LoadedSLM,
+    corpus: Corpus,
+    split: str = "test",
+    *,
+    limit: int = 64,
+    batch_size: int = 8,
+    cache_root: Path | None = None,
+) -> AsrGain:
+    """The ASR direction of :func:`text_gain`, over the same rows: each transcript after its own speech
+    (codes + speaker vector) and after those of the row whose text :func:`text_gain` swaps in."""
+    if "asr" not in loaded.config.data.task.tasks:
+        raise ValueError(f"{loaded.path} was not trained on ASR; the ASR gain scores transcripts of speech")
+    rows = spread(corpus.tts(split), limit)
+    others = mismatched_rows(rows)
+    cache = eval_code_cache(loaded, corpus, split, cache_root)
+    formatter = TaskFormatter(loaded.config.data.task)
+    encoder = SequenceEncoder(loaded.text_tokenizer, loaded.layout)
+    means = speaker_means(cache, corpus) if loaded.config.data.speaker_vector == "speaker_mean" else {}
+
+    def encode(row: Utterance, source: Utterance) -> EncodedExample:
+        codes = cache.get(source.id)
+        formatted = formatter.format(row, "asr")
+        speaker = speaker_vector(source, codes, means) if formatted.has_speaker else None
+        return encoder.encode(formatted, codes, speaker)
+
+    own_nll, own_hit = text_token_nll(loaded, [encode(r, r) for r in rows], batch_size)
+    other_nll, other_hit = text_token_nll(loaded, [encode(r, rows[j]) for r, j in zip(rows, others)], batch_size)
+    if own_nll.shape != other_nll.shape:
+        raise AssertionError("the two passes scored different text tokens")
+    return AsrGain(
+        matched_nll=float(own_nll.mean()),
+        mismatched_nll=float(other_nll.mean()),
+        gain=float((other_nll - own_nll).mean()),
+        matched_accuracy=float(own_hit.float().mean()),
+        mismatched_accuracy=float(other_hit.float().mean()),
+        items=len(rows),
+        tokens=int(own_nll.numel()),
+    )
+
+
 def text_gain_checkpoint(
     ckpt: str | Path, corpus_dir: str | Path, *, split: str = "test", limit: int = 64, device: str = "auto"
 ) -> dict[str, Any]:
     """:func:`text_gain` of a checkpoint folder, as a JSON-ready record."""
     loaded = load_slm(ckpt, device=resolve_device(device))
-    result = text_gain(loaded, Corpus.open(corpus_dir), split, limit=limit)
-    return {"checkpoint": str(loaded.path), "split": split, **result.to_dict()}
+    corpus = Corpus.open(corpus_dir)
+    result = text_gain(loaded, corpus, split, limit=limit)
+    asr = asr_gain(loaded, corpus, split, limit=limit).to_dict() if "asr" in loaded.config.data.task.tasks else None
+    return {"checkpoint": str(loaded.path), "split": split, **result.to_dict(), "asr": asr}
 
 
 def format_text_gain(report: dict[str, Any]) -> str:
     quarters = " / ".join(f"{g:+.3f}" for g in report["gain_by_quarter"])
-    return (
+    text = (
         f"speech NLL with own text {report['matched_nll']:.3f}, with another sentence {report['mismatched_nll']:.3f} "
         f"nats/token -> text gain {report['gain']:+.3f} (by quarter: {quarters}); "
         f"{report['items']} utterances, {report['tokens']} speech tokens"
     )
+    asr = report.get("asr")
+    if asr:
+        text += (
+            f"\ntranscript NLL after own speech {asr['matched_nll']:.3f} (next-token accuracy {asr['matched_accuracy']:.3f}), "
+            f"after another utterance's {asr['mismatched_nll']:.3f} ({asr['mismatched_accuracy']:.3f}) nats/token "
+            f"-> ASR gain {asr['gain']:+.3f}; {asr['tokens']} text tokens"
+        )
+    return text
