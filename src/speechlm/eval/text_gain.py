@@ -27,6 +27,7 @@ which separates "the model cannot align text and speech at all" from "it can lis
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from speechlm.data.codes import speaker_means
 from speechlm.data.dataset import EncodedExample, SequenceEncoder, collate, speaker_vector
 from speechlm.data.manifest import Corpus, Utterance
-from speechlm.data.tasks import TaskFormatter
+from speechlm.data.tasks import Task, TaskFormatter
 from speechlm.eval.evaluate import spread
 from speechlm.eval.model_alignment import eval_code_cache
 from speechlm.model.losses import IGNORE_INDEX
@@ -97,6 +98,25 @@ class TokenScores:
     quarter: torch.Tensor  # [N] quarter (0-3) of that example's speech steps the token's position is in
 
 
+def example_maker(
+    loaded: LoadedSLM, corpus: Corpus, split: str, cache_root: Path | None = None
+) -> Callable[[Utterance, str, Utterance, Task], EncodedExample]:
+    """``encode(row, text, source, task)``: ``row`` as a ``task`` example with ``text`` as its sentence and
+    ``source``'s cached codes and speaker vector as its speech (the swaps both gains are made of)."""
+    cache = eval_code_cache(loaded, corpus, split, cache_root)
+    formatter = TaskFormatter(loaded.config.data.task)
+    encoder = SequenceEncoder(loaded.text_tokenizer, loaded.layout)
+    means = speaker_means(cache, corpus) if loaded.config.data.speaker_vector == "speaker_mean" else {}
+
+    def encode(row: Utterance, text: str, source: Utterance, task: Task) -> EncodedExample:
+        codes = cache.get(source.id)
+        formatted = formatter.format(replace(row, text=text), task)
+        speaker = speaker_vector(source, codes, means) if formatted.has_speaker else None
+        return encoder.encode(formatted, codes, speaker)
+
+    return encode
+
+
 @torch.inference_mode()
 def token_nll(loaded: LoadedSLM, examples: list[EncodedExample], batch_size: int = 8) -> TokenScores:
     """Teacher-forced NLL of every supervised speech token of ``examples`` (END included)."""
@@ -137,19 +157,9 @@ def text_gain(
         raise ValueError(f"{loaded.path} was not trained on TTS; the text gain scores read-aloud speech")
     rows = spread(corpus.tts(split), limit)
     others = mismatched_texts(rows)
-    cache = eval_code_cache(loaded, corpus, split, cache_root)
-    formatter = TaskFormatter(loaded.config.data.task)
-    encoder = SequenceEncoder(loaded.text_tokenizer, loaded.layout)
-    means = speaker_means(cache, corpus) if loaded.config.data.speaker_vector == "speaker_mean" else {}
-
-    def encode(row: Utterance, text: str) -> EncodedExample:
-        codes = cache.get(row.id)
-        formatted = formatter.format(replace(row, text=text), "tts")
-        speaker = speaker_vector(row, codes, means) if formatted.has_speaker else None
-        return encoder.encode(formatted, codes, speaker)
-
-    own = token_nll(loaded, [encode(r, r.text) for r in rows], batch_size)
-    other = token_nll(loaded, [encode(r, t) for r, t in zip(rows, others)], batch_size)
+    encode = example_maker(loaded, corpus, split, cache_root)
+    own = token_nll(loaded, [encode(r, r.text, r, "tts") for r in rows], batch_size)
+    other = token_nll(loaded, [encode(r, t, r, "tts") for r, t in zip(rows, others)], batch_size)
     if not (torch.equal(own.item, other.item) and torch.equal(own.quarter, other.quarter)):
         raise AssertionError("the two passes scored different speech tokens")
     diff = other.nll - own.nll
@@ -216,19 +226,9 @@ def asr_gain(
         raise ValueError(f"{loaded.path} was not trained on ASR; the ASR gain scores transcripts of speech")
     rows = spread(corpus.tts(split), limit)
     others = mismatched_rows(rows)
-    cache = eval_code_cache(loaded, corpus, split, cache_root)
-    formatter = TaskFormatter(loaded.config.data.task)
-    encoder = SequenceEncoder(loaded.text_tokenizer, loaded.layout)
-    means = speaker_means(cache, corpus) if loaded.config.data.speaker_vector == "speaker_mean" else {}
-
-    def encode(row: Utterance, source: Utterance) -> EncodedExample:
-        codes = cache.get(source.id)
-        formatted = formatter.format(row, "asr")
-        speaker = speaker_vector(source, codes, means) if formatted.has_speaker else None
-        return encoder.encode(formatted, codes, speaker)
-
-    own_nll, own_hit = text_token_nll(loaded, [encode(r, r) for r in rows], batch_size)
-    other_nll, other_hit = text_token_nll(loaded, [encode(r, rows[j]) for r, j in zip(rows, others)], batch_size)
+    encode = example_maker(loaded, corpus, split, cache_root)
+    own_nll, own_hit = text_token_nll(loaded, [encode(r, r.text, r, "asr") for r in rows], batch_size)
+    other_nll, other_hit = text_token_nll(loaded, [encode(r, r.text, rows[j], "asr") for r, j in zip(rows, others)], batch_size)
     if own_nll.shape != other_nll.shape:
         raise AssertionError("the two passes scored different text tokens")
     return AsrGain(
