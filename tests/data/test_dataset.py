@@ -168,3 +168,20 @@ def test_stream_resumes_exactly():
     epoch, pos, _ = list(zip(range(12), sampler.stream()))[-1][1]
     resumed = [b for _, (_, _, b) in zip(range(8), sampler.stream(epoch, pos + 1))]
     assert full[12:] == resumed
+
+
+def test_aligned_text_marks_exactly_the_sentence_in_every_task(setup):
+    corpus, cache, text = setup
+    examples, _ = encode_split(
+        corpus, "train", _cfg(corpus.root, speaker_aware=True), SequenceEncoder(text, _layout(cache, 3)), cache
+    )
+    rows = {r.id: r for r in corpus.tts()}
+    for ex in examples:
+        sentence = rows[ex.id.split("/")[0]].text.removesuffix(".")
+        marked = ex.input_ids[ex.aligned_text]
+        assert text.decode(marked.tolist()) == " " + sentence  # with the space before it (BPE-safe split)
+        assert not (ex.aligned_text & ex.is_speech).any()
+        first_text, first_speech = ex.aligned_text.nonzero()[0, 0], ex.is_speech.nonzero()[0, 0]
+        assert (first_text < first_speech) == ex.id.endswith("/tts")  # TTS reads it; ASR transcribes after
+    batch = collate(examples[:2], text_pad_id=text.pad_id, speech_pad_id=0)
+    assert batch.aligned_text is not None and batch.aligned_text.sum() == sum(e.aligned_text.sum() for e in examples[:2])

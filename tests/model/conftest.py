@@ -29,7 +29,7 @@ def stream_slots(group_size: int = 3) -> SlotVocab:
 
 def make_model(group_size: int = 3, seed: int = 0, slots: SlotVocab | None = None, **overrides) -> SLM:
     torch.manual_seed(seed)
-    cfg = SLMConfig(backbone=TINY, group_size=group_size, **overrides)
+    cfg = SLMConfig(**{"backbone": TINY, "group_size": group_size, **overrides})
     if slots is None and group_size % STREAMS == 0:
         slots = stream_slots(group_size)
     return SLM(cfg, SPEECH_VOCAB, TEXT_VOCAB, slots=slots).eval()

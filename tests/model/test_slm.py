@@ -23,7 +23,7 @@ def test_shapes_and_heads(model, batch):
     b, s, g = batch.speech_ids.shape
     assert out.text_logits.shape == (b, s, model.text_vocab_size)
     assert out.speech_logits.shape == (b, s, g, SPEECH_VOCAB)
-    assert set(out.losses) == {"text", "speech", "speech_slot_0", "speech_slot_1", "speech_slot_2"}
+    assert set(out.losses) == {"text", "speech", "lm", "speech_slot_0", "speech_slot_1", "speech_slot_2"}
     assert torch.isfinite(out.loss)
 
 

@@ -55,3 +55,17 @@ def test_smollm2_tokenizer_from_gguf():
     ids = tok.add_specials(TEXT_SPECIALS)
     assert ids == list(range(49152, 49152 + len(TEXT_SPECIALS)))
     assert tok.encode("[ua]")[0] == ids[0]
+
+
+def test_qwen25_tokenises_the_split_sentence_field_as_the_whole_prompt(qwen):
+    """The formatter cuts the {text} field into its own piece (guided attention marks it); with the space before
+    it moved into the piece, Qwen's pre-tokenizer gives the same ids as for the merged prompt."""
+    from speechlm.data.manifest import Utterance
+    from speechlm.data.tasks import TaskConfig, TaskFormatter, TextPiece
+
+    row = Utterance(id="u", audio="a.wav", text="Please fix their book, then sing.", speaker="k", duration=1, split="train")
+    for task in ("tts", "asr"):
+        pieces = [p for p in TaskFormatter(TaskConfig()).format(row, task).pieces if isinstance(p, TextPiece)]
+        assert sum(p.aligned for p in pieces) == 1
+        split = [i for p in pieces for i in qwen.encode(p.text)]
+        assert split == qwen.encode("".join(p.text for p in pieces))

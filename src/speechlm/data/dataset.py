@@ -79,6 +79,7 @@ class EncodedExample:
     speech_labels: torch.Tensor  # [S, G] speech id where trained, else -100 (PAD after END is never trained)
     speaker_mask: torch.Tensor  # [S] bool, the speaker placeholder position
     speaker: torch.Tensor | None  # [Ds] float32
+    aligned_text: torch.Tensor  # [S] bool, the {text} field's tokens: what the speech says (guided attention)
 
     @property
     def length(self) -> int:
@@ -99,7 +100,7 @@ class SequenceEncoder:
         spans: list[EncodedExample] = []
         for piece in example.pieces:
             if isinstance(piece, TextPiece):
-                spans.append(self._text_span(self.text.encode(piece.text), piece.loss))
+                spans.append(self._text_span(self.text.encode(piece.text), piece.loss, aligned=piece.aligned))
             elif isinstance(piece, SpeakerPiece):
                 if speaker is None:
                     raise ValueError(f"example {example.id!r} has a speaker placeholder but no speaker vector")
@@ -119,9 +120,12 @@ class SequenceEncoder:
             speech_labels=torch.cat([sp.speech_labels for sp in spans]),
             speaker_mask=torch.cat([sp.speaker_mask for sp in spans]),
             speaker=speaker,
+            aligned_text=torch.cat([sp.aligned_text for sp in spans]),
         )
 
-    def _text_span(self, ids: Sequence[int], loss: bool, speaker_slot: bool = False) -> EncodedExample:
+    def _text_span(
+        self, ids: Sequence[int], loss: bool, speaker_slot: bool = False, aligned: bool = False
+    ) -> EncodedExample:
         """``n`` text positions: speech PAD in every slot, no speech loss."""
         n, G = len(ids), self.layout.group_size
         t = torch.tensor(ids, dtype=torch.long)
@@ -134,6 +138,7 @@ class SequenceEncoder:
             speech_labels=torch.full((n, G), IGNORE, dtype=torch.long),
             speaker_mask=torch.full((n,), speaker_slot, dtype=torch.bool),
             speaker=None,
+            aligned_text=torch.full((n,), aligned, dtype=torch.bool),
         )
 
     def _speech_span(self, groups: torch.Tensor, loss: bool) -> EncodedExample:
@@ -149,6 +154,7 @@ class SequenceEncoder:
             speech_labels=trained if loss else torch.full_like(groups, IGNORE),
             speaker_mask=torch.zeros(n, dtype=torch.bool),
             speaker=None,
+            aligned_text=torch.zeros(n, dtype=torch.bool),
         )
 
     def _groups(self, codes: UttCodes) -> torch.Tensor:
@@ -223,6 +229,7 @@ def collate(examples: Sequence[EncodedExample], *, text_pad_id: int, speech_pad_
     text_labels = torch.full((B, S), IGNORE, dtype=torch.long)
     speech_labels = torch.full((B, S, G), IGNORE, dtype=torch.long)
     speaker_mask = torch.zeros(B, S, dtype=torch.bool)
+    aligned_text = torch.zeros(B, S, dtype=torch.bool)
     for b, e in enumerate(examples):
         n = e.length
         input_ids[b, :n] = e.input_ids
@@ -232,6 +239,7 @@ def collate(examples: Sequence[EncodedExample], *, text_pad_id: int, speech_pad_
         text_labels[b, :n] = e.text_labels
         speech_labels[b, :n] = e.speech_labels
         speaker_mask[b, :n] = e.speaker_mask
+        aligned_text[b, :n] = e.aligned_text
     vectors = [e.speaker for e in examples if e.speaker is not None]
     speaker = None
     if vectors:
@@ -247,6 +255,7 @@ def collate(examples: Sequence[EncodedExample], *, text_pad_id: int, speech_pad_
         speech_labels=speech_labels,
         speaker=speaker,
         speaker_mask=speaker_mask,
+        aligned_text=aligned_text,
         ids=[e.id for e in examples],
     )
 

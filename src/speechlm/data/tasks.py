@@ -104,6 +104,9 @@ class TaskConfig:
 class TextPiece:
     text: str
     loss: bool
+    # The {text} field: the words the row's speech says (tts, role_qa) or that transcribe it (asr) --
+    # what guided attention aligns the speech with (``model.guided``).
+    aligned: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,13 +239,13 @@ def _render(
     pieces: list[Piece] = []
     in_response = False
 
-    def add_text(text: str, literal: bool) -> None:
+    def add_text(text: str, literal: bool, aligned: bool = False) -> None:
         nonlocal in_response
         if literal and not in_response and ASSISTANT in text:
             cut = text.index(ASSISTANT) + len(ASSISTANT)
             _append_text(pieces, text[:cut], prompt_loss)
             in_response, text = response_loss, text[cut:]
-        _append_text(pieces, text, in_response or prompt_loss)
+        _append_text(pieces, text, in_response or prompt_loss, aligned)
 
     for literal, field, _, _ in string.Formatter().parse(template):
         add_text(literal, literal=True)
@@ -253,17 +256,26 @@ def _render(
         elif field == "speaker":
             pieces.append(SpeakerPiece())
         elif field in values:
-            add_text(values[field], literal=False)
+            add_text(values[field], literal=False, aligned=field == "text")
         else:
             raise ValueError(f"utterance {where!r}: template field {{{field}}} has no value for this task")
     return tuple(pieces)
 
 
-def _append_text(pieces: list[Piece], text: str, loss: bool) -> None:
+def _append_text(pieces: list[Piece], text: str, loss: bool, aligned: bool = False) -> None:
     if not text:
         return
     last = pieces[-1] if pieces else None
-    if isinstance(last, TextPiece) and last.loss == loss:
-        pieces[-1] = TextPiece(last.text + text, loss)  # merge, so tokenisation sees whole phrases
-    else:
-        pieces.append(TextPiece(text, loss))
+    if isinstance(last, TextPiece) and (last.loss, last.aligned) == (loss, aligned):
+        pieces[-1] = TextPiece(last.text + text, loss, aligned)  # merge, so tokenisation sees whole phrases
+        return
+    if aligned and isinstance(last, TextPiece) and last.text[-1:].isspace():
+        # The space before the field goes with it (": " + "Please" -> ":" + " Please"), so that a BPE
+        # pre-tokenizer, which splits punctuation from words, cuts the split pieces as it cuts the whole.
+        stem = last.text.rstrip()
+        text = last.text[len(stem) :] + text
+        if stem:
+            pieces[-1] = TextPiece(stem, last.loss, last.aligned)
+        else:
+            pieces.pop()
+    pieces.append(TextPiece(text, loss, aligned))

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from speechlm.data.codes import speaker_means
+from speechlm.data.codes import CodeCache, speaker_means
 from speechlm.data.dataset import EncodedExample, SequenceEncoder, collate, speaker_vector
 from speechlm.data.manifest import Corpus, Utterance
 from speechlm.data.tasks import Task, TaskFormatter
@@ -98,12 +98,9 @@ class TokenScores:
     quarter: torch.Tensor  # [N] quarter (0-3) of that example's speech steps the token's position is in
 
 
-def example_maker(
-    loaded: LoadedSLM, corpus: Corpus, split: str, cache_root: Path | None = None
-) -> Callable[[Utterance, str, Utterance, Task], EncodedExample]:
+def example_maker(loaded: LoadedSLM, corpus: Corpus, cache: CodeCache) -> Callable[[Utterance, str, Utterance, Task], EncodedExample]:
     """``encode(row, text, source, task)``: ``row`` as a ``task`` example with ``text`` as its sentence and
     ``source``'s cached codes and speaker vector as its speech (the swaps both gains are made of)."""
-    cache = eval_code_cache(loaded, corpus, split, cache_root)
     formatter = TaskFormatter(loaded.config.data.task)
     encoder = SequenceEncoder(loaded.text_tokenizer, loaded.layout)
     means = speaker_means(cache, corpus) if loaded.config.data.speaker_vector == "speaker_mean" else {}
@@ -150,6 +147,7 @@ def text_gain(
     limit: int = 64,
     batch_size: int = 8,
     cache_root: Path | None = None,
+    cache: CodeCache | None = None,
 ) -> TextGain:
     """The text gain of ``loaded`` over ``limit`` TTS rows of ``split`` at an even stride (every voice
     represented; 0 = all rows)."""
@@ -157,7 +155,7 @@ def text_gain(
         raise ValueError(f"{loaded.path} was not trained on TTS; the text gain scores read-aloud speech")
     rows = spread(corpus.tts(split), limit)
     others = mismatched_texts(rows)
-    encode = example_maker(loaded, corpus, split, cache_root)
+    encode = example_maker(loaded, corpus, cache or eval_code_cache(loaded, corpus, split, cache_root))
     own = token_nll(loaded, [encode(r, r.text, r, "tts") for r in rows], batch_size)
     other = token_nll(loaded, [encode(r, t, r, "tts") for r, t in zip(rows, others)], batch_size)
     if not (torch.equal(own.item, other.item) and torch.equal(own.quarter, other.quarter)):
@@ -219,6 +217,7 @@ def asr_gain(
     limit: int = 64,
     batch_size: int = 8,
     cache_root: Path | None = None,
+    cache: CodeCache | None = None,
 ) -> AsrGain:
     """The ASR direction of :func:`text_gain`, over the same rows: each transcript after its own speech
     (codes + speaker vector) and after those of the row whose text :func:`text_gain` swaps in."""
@@ -226,7 +225,7 @@ def asr_gain(
         raise ValueError(f"{loaded.path} was not trained on ASR; the ASR gain scores transcripts of speech")
     rows = spread(corpus.tts(split), limit)
     others = mismatched_rows(rows)
-    encode = example_maker(loaded, corpus, split, cache_root)
+    encode = example_maker(loaded, corpus, cache or eval_code_cache(loaded, corpus, split, cache_root))
     own_nll, own_hit = text_token_nll(loaded, [encode(r, r.text, r, "asr") for r in rows], batch_size)
     other_nll, other_hit = text_token_nll(loaded, [encode(r, r.text, rows[j], "asr") for r, j in zip(rows, others)], batch_size)
     if own_nll.shape != other_nll.shape:
@@ -248,8 +247,9 @@ def text_gain_checkpoint(
     """:func:`text_gain` of a checkpoint folder, as a JSON-ready record."""
     loaded = load_slm(ckpt, device=resolve_device(device))
     corpus = Corpus.open(corpus_dir)
-    result = text_gain(loaded, corpus, split, limit=limit)
-    asr = asr_gain(loaded, corpus, split, limit=limit).to_dict() if "asr" in loaded.config.data.task.tasks else None
+    cache = eval_code_cache(loaded, corpus, split)  # one codec load and fingerprint for both directions
+    result = text_gain(loaded, corpus, split, limit=limit, cache=cache)
+    asr = asr_gain(loaded, corpus, split, limit=limit, cache=cache).to_dict() if "asr" in loaded.config.data.task.tasks else None
     return {"checkpoint": str(loaded.path), "split": split, **result.to_dict(), "asr": asr}
 
 

@@ -61,6 +61,7 @@ class BackboneOutput:
     hidden: Tensor  # [B,S,D] final-layer hidden states (after the final norm)
     past_key_values: Cache | None  # the updated KV cache when use_cache=True
     hidden_states: tuple[Tensor, ...] | None = None  # L+1 x [B,S,D] (index 0 = inputs) when asked for
+    attentions: tuple[Tensor, ...] | None = None  # L x [B,H,S_q,S_k] attention weights when asked for (eager)
 
 
 def _fresh_qwen2(cfg: BackboneConfig, vocab_size: int) -> PreTrainedModel:
@@ -161,12 +162,19 @@ class Backbone(nn.Module):
         past_key_values: Cache | None = None,
         use_cache: bool = False,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> BackboneOutput:
         """Run the decoder stack on ``inputs_embeds`` [B,S,D]; causal, optionally continuing a cache.
 
         ``attention_mask`` [B,S_past+S] marks real positions (right padding needs no position ids;
-        left-padded generation passes ``position_ids``).
+        left-padded generation passes ``position_ids``). ``output_attentions`` needs
+        ``attn_implementation: eager`` (guided attention reads the weights).
         """
+        if output_attentions and self.lm.config._attn_implementation != "eager":
+            raise ValueError(
+                f"attention weights need attn_implementation 'eager', this backbone uses "
+                f"{self.lm.config._attn_implementation!r}"
+            )
         out = self.lm.get_decoder()(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -174,9 +182,11 @@ class Backbone(nn.Module):
             past_key_values=past_key_values,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
         )
         return BackboneOutput(
             hidden=out.last_hidden_state,
             past_key_values=out.past_key_values if use_cache else None,
             hidden_states=out.hidden_states if output_hidden_states else None,  # alignment analysis (§4.6)
+            attentions=out.attentions if output_attentions else None,
         )

@@ -31,6 +31,7 @@ class SLMBatch:
     speech_labels: Tensor  # [B,S,G] long, speech ids of this position or -100
     speaker_mask: Tensor  # [B,S] bool, placeholder positions replaced by the projected speaker vector
     speaker: Tensor | None = None  # [B,Ds] float, continuous speaker vector (study §2.3)
+    aligned_text: Tensor | None = None  # [B,S] bool, text the row's speech says or transcribes (guided attention)
     ids: list[str] = dataclasses.field(default_factory=list)  # [B] utterance ids, for reports
 
     def __post_init__(self) -> None:
@@ -50,6 +51,8 @@ class SLMBatch:
                 raise ValueError(f"SLMBatch.{name} has shape {list(got)}, expected {list(shape)} (B={b}, S={s}, G={g})")
         if self.is_speech.dtype != torch.bool or self.speaker_mask.dtype != torch.bool:
             raise ValueError("SLMBatch.is_speech and SLMBatch.speaker_mask must be bool tensors")
+        if self.aligned_text is not None and (self.aligned_text.shape != (b, s) or self.aligned_text.dtype != torch.bool):
+            raise ValueError(f"SLMBatch.aligned_text must be a [{b}, {s}] bool tensor, got {list(self.aligned_text.shape)}")
         if self.speaker is not None and (self.speaker.ndim != 2 or self.speaker.shape[0] != b):
             raise ValueError(f"SLMBatch.speaker has shape {list(self.speaker.shape)}, expected [{b}, Ds]")
         if self.ids and len(self.ids) != b:

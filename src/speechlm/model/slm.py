@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from speechlm.model.backbone import Backbone, BackboneConfig
 from speechlm.model.batch import IGNORE_INDEX, SLMBatch
+from speechlm.model.guided import GuidedAttentionConfig, guided_attention_loss
 from speechlm.model.heads import HeadKind, SlotVocab, SpeechHead
 from speechlm.model.losses import combine, masked_positions, speech_loss, text_loss
 from speechlm.model.speaker import SpeakerProjector
@@ -44,6 +45,7 @@ class SLMConfig:
     speaker_hidden: int = 0  # projector width; 0 = 4*Ds (released code)
     text_loss_weight: float = 0.2  # released code
     speech_loss_weight: float = 0.8  # released code
+    guided: GuidedAttentionConfig = dataclasses.field(default_factory=GuidedAttentionConfig)  # off by default
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
@@ -53,12 +55,22 @@ class SLMConfig:
         weights = (self.text_loss_weight, self.speech_loss_weight)
         if min(weights) < 0 or sum(weights) == 0:
             raise ValueError(f"loss weights must be >= 0 and not both 0, got text={weights[0]} speech={weights[1]}")
+        if self.guided.enabled and self.backbone.attn_implementation != "eager":
+            raise ValueError("guided attention reads attention weights: set model.backbone.attn_implementation: eager")
+        if self.guided.enabled and self.backbone.kind == "qwen2" and max(self.guided.layers) >= self.backbone.num_layers:
+            raise ValueError(
+                f"guided.layers {list(self.guided.layers)} name a layer the {self.backbone.num_layers}-layer backbone lacks"
+            )
+        if self.guided.enabled and self.backbone.kind == "qwen2" and self.guided.heads > self.backbone.num_heads:
+            raise ValueError(f"guided.heads={self.guided.heads} > backbone num_heads={self.backbone.num_heads}")
 
 
 @dataclass(frozen=True)
 class SLMOutput:
     loss: Tensor  # [] weighted training objective
-    losses: dict[str, Tensor]  # 'text', 'speech' (graph-attached), 'speech_slot_{g}' (detached)
+    # 'text', 'speech', 'lm' (their weighted sum: the study's objective) and 'guided' when on (graph-attached);
+    # 'speech_slot_{g}' (detached)
+    losses: dict[str, Tensor]
     text_logits: Tensor | None  # [B,S,Vt] (None when forward(return_logits=False))
     speech_logits: Tensor | None  # [B,S,G,Vs], -inf outside each slot's ids
     metrics: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # 'text_acc', 'speech_acc' (detached)
@@ -145,7 +157,9 @@ class SLM(nn.Module):
         """
         check_batch(self, batch)
         x = self.embed(batch.input_ids, batch.speech_ids, batch.is_speech, batch.speaker, batch.speaker_mask)
-        hidden = self.backbone(x, attention_mask=batch.attention_mask).hidden  # [B,S,D]
+        guided = self.cfg.guided.enabled and batch.aligned_text is not None
+        out = self.backbone(x, attention_mask=batch.attention_mask, output_attentions=guided)
+        hidden = out.hidden  # [B,S,D]
         # Hidden state s predicts position s+1 (shift once, here, for both heads).
         text_targets, speech_targets = batch.text_labels[:, 1:], batch.speech_labels[:, 1:]
         text_rows, speech_rows = masked_positions(text_targets), masked_positions(speech_targets)
@@ -167,8 +181,13 @@ class SLM(nn.Module):
         l_speech = speech_loss(speech_sel, speech_sel_targets)
         losses = {"text": l_text, "speech": l_speech.loss}
         losses.update({f"speech_slot_{g}": v for g, v in enumerate(l_speech.per_slot)})
+        loss = losses["lm"] = combine(l_text, l_speech.loss, self.cfg.text_loss_weight, self.cfg.speech_loss_weight)
+        if guided:
+            assert out.attentions is not None and batch.aligned_text is not None
+            losses["guided"] = guided_attention_loss(out.attentions, batch.aligned_text, batch.is_speech, self.cfg.guided)
+            loss = loss + self.cfg.guided.weight * losses["guided"]
         return SLMOutput(
-            loss=combine(l_text, l_speech.loss, self.cfg.text_loss_weight, self.cfg.speech_loss_weight),
+            loss=loss,
             losses=losses,
             text_logits=text_logits,
             speech_logits=speech_logits,

@@ -272,7 +272,7 @@ class WarmupCosine:
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-_STAT_KEYS = ("loss", "text_loss", "speech_loss", "text_acc", "speech_acc")
+_STAT_KEYS = ("loss", "text_loss", "speech_loss", "guided_loss", "text_acc", "speech_acc")
 
 
 def train_step(
@@ -300,7 +300,8 @@ def train_step(
         with contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(model):
             out = model(batch, return_logits=False)
             accelerator.backward(out.loss / n)
-        values = [out.loss, out.losses["text"], out.losses["speech"], out.metrics["text_acc"], out.metrics["speech_acc"]]
+        guided = out.losses["guided"] if "guided" in out.losses else torch.zeros_like(out.loss)
+        values = [out.loss, out.losses["text"], out.losses["speech"], guided, out.metrics["text_acc"], out.metrics["speech_acc"]]
         stats[: len(_STAT_KEYS)] += torch.stack([v.detach().double() for v in values]) / n
         stats[-2] += batch.attention_mask.sum()
         stats[-1] += (batch.is_speech[..., None] & (batch.speech_ids < speech_end_id)).sum()
@@ -330,7 +331,8 @@ def check_finite(losses: list[tuple[torch.Tensor, list[str]]], step: int, accele
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, setup: TrainingSetup, cfg: TrainConfig, accelerator: Accelerator) -> float | None:
-    """Mean validation loss over at most ``train.eval_batches`` batches (None without val data)."""
+    """Mean validation loss over at most ``train.eval_batches`` batches (None without val data): the study's
+    weighted text + speech loss, without auxiliary terms (guided attention), so runs compare."""
     examples = setup.val_examples
     if len(examples) < accelerator.num_processes:
         return None
@@ -344,7 +346,8 @@ def evaluate(model: torch.nn.Module, setup: TrainingSetup, cfg: TrainConfig, acc
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     for indices in plan:
         batch = _collate(setup, [examples[i] for i in indices]).to(accelerator.device)
-        total += torch.tensor([float(model(batch, return_logits=False).loss), 1.0], dtype=torch.float64, device=total.device)
+        lm_loss = float(model(batch, return_logits=False).losses["lm"])
+        total += torch.tensor([lm_loss, 1.0], dtype=torch.float64, device=total.device)
     total = accelerator.reduce(total, "sum")
     model.train()
     return float(total[0] / total[1]) if total[1] > 0 else None
