@@ -41,10 +41,10 @@ def tiny_layout(group_size: int, order: str = "fwi") -> SpeechLayout:
     return SpeechLayout(LayoutConfig(group_size=group_size, order=order, chunk=4), (8, 8, 8), ("p", "c0", "c1"))
 
 
-def tiny_slm(layout: SpeechLayout, text_vocab: int, seed: int = 0, speaker_dim: int = 0) -> SLM:
+def tiny_slm(layout: SpeechLayout, text_vocab: int, seed: int = 0, speaker_dim: int = 0, attn: str = "sdpa") -> SLM:
     torch.manual_seed(seed)
     g = layout.group_size
-    cfg = SLMConfig(backbone=BackboneConfig(), group_size=g, speaker_dim=speaker_dim)
+    cfg = SLMConfig(backbone=BackboneConfig(attn_implementation=attn), group_size=g, speaker_dim=speaker_dim)
     return SLM(cfg, layout.vocab.size, text_vocab, SlotVocab.from_layout(layout, g)).eval()
 
 

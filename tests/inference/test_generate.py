@@ -47,6 +47,18 @@ def test_kv_cache_equals_full_recomputation(g, order, end_bias):
     assert cached.lengths.max() > 0
 
 
+def test_kv_cache_equals_full_recomputation_with_eager_attention():
+    """Guided-attention models (``model.guided``) train and decode with eager attention."""
+    layout = tiny_layout(12)
+    model = tiny_slm(layout, TEXT.vocab_size, seed=2, attn="eager")
+    bias_speech(model, END, 0.5)
+    items = [tts_item("hi", 6), tts_item("a longer sentence", 9)]
+    assert_same(run(model, layout, items), run(model, layout, items, kv_cache=False))
+    sdpa = tiny_slm(layout, TEXT.vocab_size, seed=2)
+    bias_speech(sdpa, END, 0.5)
+    assert_same(run(model, layout, items), run(sdpa, layout, items))  # same weights: same greedy output
+
+
 @pytest.mark.parametrize("g", [1, 3, 12])
 def test_generation_is_the_argmax_of_teacher_forced_logits(g):
     """Feed prompt + generated groups through the *training* forward: each generated group must be

@@ -53,12 +53,12 @@ def _run_facts(ckpt: Path) -> dict[str, Any]:
 
 
 def model_card(name: str, ckpt: Path, config_yaml: str, meta: dict[str, Any], facts: dict[str, Any],
-               evaluation: dict[str, Any], note: str) -> str:  # fmt: skip
+               evaluation: dict[str, Any], note: str, corpus: str = "?") -> str:  # fmt: skip
     tok = meta["tokenizer"]
     lines = [
         f"# {name}",
         "",
-        f"A speechlm SLM trained on the built-in demo corpus. Speech tokenizer: `{tok.get('name')}` "
+        f"A speechlm SLM trained on the corpus `{corpus}`. Speech tokenizer: `{tok.get('name')}` "
         f"({len(tok.get('codebook_sizes', []))} streams @ {tok.get('frame_rate')} Hz). Use it with "
         "`speechlm tts \"text\" -o out.wav [--speaker NAME | --ref WAV]` and `speechlm ask \"question\" -o a.wav`.",
         "",
@@ -131,7 +131,7 @@ def ship_model(
     if evaluation:
         (tmp / "eval.json").write_text(json.dumps(evaluation, indent=1))
     card = model_card(out.name, ckpt, (tmp / CONFIG_FILE).read_text(), json.loads((ckpt / META_FILE).read_text()),
-                      _run_facts(ckpt), evaluation, note)  # fmt: skip
+                      _run_facts(ckpt), evaluation, note, corpus=str(cfg.data.corpus))  # fmt: skip
     (tmp / "README.md").write_text(card)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
