@@ -54,6 +54,13 @@ class GuidedAttentionConfig:
     def enabled(self) -> bool:
         return self.weight > 0
 
+    def check_fits(self, num_layers: int, num_heads: int) -> None:
+        """ValueError unless every guided layer and head exists in a backbone of this size."""
+        if max(self.layers) >= num_layers:
+            raise ValueError(f"guided.layers {list(self.layers)} name a layer the {num_layers}-layer backbone lacks")
+        if self.heads > num_heads:
+            raise ValueError(f"guided.heads={self.heads} but the backbone has num_heads={num_heads}")
+
 
 def _relative_rank(mask: Tensor) -> Tensor:
     """[B,S] bool -> [B,S] float: each marked position's rank within its row over (count - 1), in [0, 1]."""
@@ -87,11 +94,7 @@ def guided_attention_loss(
     attentions: Sequence[Tensor], aligned_text: Tensor, is_speech: Tensor, cfg: GuidedAttentionConfig
 ) -> Tensor:
     """Mean charged attention mass of the guided heads; ``attentions``: per layer [B,H,S,S] (rows sum to 1)."""
-    if max(cfg.layers) >= len(attentions):
-        raise ValueError(f"guided.layers {list(cfg.layers)} name a layer the {len(attentions)}-layer backbone lacks")
-    heads = attentions[0].shape[1]
-    if cfg.heads > heads:
-        raise ValueError(f"guided.heads={cfg.heads} but the backbone's layers have {heads} attention heads")
+    cfg.check_fits(len(attentions), attentions[0].shape[1])  # pretrained backbones are only known here
     charge, queries = diagonal_penalty(aligned_text, is_speech, cfg.sigma)
     if not bool(queries.any()):
         return attentions[cfg.layers[0]].sum() * 0.0  # nothing to guide (e.g. text-only rows): an exact zero

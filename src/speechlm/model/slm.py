@@ -57,12 +57,8 @@ class SLMConfig:
             raise ValueError(f"loss weights must be >= 0 and not both 0, got text={weights[0]} speech={weights[1]}")
         if self.guided.enabled and self.backbone.attn_implementation != "eager":
             raise ValueError("guided attention reads attention weights: set model.backbone.attn_implementation: eager")
-        if self.guided.enabled and self.backbone.kind == "qwen2" and max(self.guided.layers) >= self.backbone.num_layers:
-            raise ValueError(
-                f"guided.layers {list(self.guided.layers)} name a layer the {self.backbone.num_layers}-layer backbone lacks"
-            )
-        if self.guided.enabled and self.backbone.kind == "qwen2" and self.guided.heads > self.backbone.num_heads:
-            raise ValueError(f"guided.heads={self.guided.heads} > backbone num_heads={self.backbone.num_heads}")
+        if self.guided.enabled and self.backbone.kind == "qwen2":  # a fresh backbone's size is known here
+            self.guided.check_fits(self.backbone.num_layers, self.backbone.num_heads)
 
 
 @dataclass(frozen=True)
