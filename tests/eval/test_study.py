@@ -175,6 +175,18 @@ def test_micro_study_end_to_end(tiny_corpus: Path, tmp_path: Path):
     qa = json.loads(result_path(out, "qa", 0).read_text())
     assert qa["facts"]["stage"] == "sft" and {i["kind"] for i in qa["items"]} == {"qa"}
     assert {"t1", "t2", "t3", "t4"} >= set(report["tables"]) >= {"t1", "t2", "t3"}
+    assert qa["init_from"]["cell"] == "spk12" and qa["init_from"]["loss"] == qa["init_from"]["recorded_loss"]
+
+    # The stage-1 results came from "another machine": its checkpoint is gone, so the stage-2 cell rebuilds it.
+    import shutil
+
+    shutil.rmtree(run_dir(study, "spk12", 0))
+    result_path(out, "qa", 0).unlink()
+    run_study(study, out, only=["qa"], log=lambda _: None)
+    rebuilt = json.loads(result_path(out, "qa", 0).read_text())["init_from"]
+    assert (run_dir(study, "spk12", 0) / "summary.json").is_file()
+    assert rebuilt["recorded_loss"] == qa["init_from"]["recorded_loss"]
+    assert rebuilt["loss"] == pytest.approx(rebuilt["recorded_loss"], rel=1e-3)  # same overrides and seed
 
 
 class _EchoAsr:

@@ -14,7 +14,9 @@ midway continues from its newest checkpoint, so a grid can be stopped and restar
 runs and machines with ``--cells`` and the JSON files gathered into one DIR. The report
 (``report.md``, ``report.json``, plots; :mod:`speechlm.eval.study_report`) is rebuilt from whatever
 results exist, and names the cells that have not run yet. A stage-2 cell starts from its stage-1
-cell's checkpoint under ``runs_dir``, so the two must run on the same machine (or share ``runs_dir``).
+cell's checkpoint under ``runs_dir``; when that is missing (the stage-1 result was gathered from
+another machine) the stage-1 training is run again with the same overrides and seed, and the stage-2
+result records both the rebuilt and the recorded stage-1 losses (``init_from``).
 """
 
 from __future__ import annotations
@@ -295,8 +297,28 @@ def run_cell(study: StudyConfig, cell: CellSpec, seed: int, out: Path) -> dict[s
     """Train, evaluate (and analyse) one (cell, seed); returns its results record."""
     from speechlm.eval.study_cell import evaluate_cell, train_cell
 
+    stage_one = train_cell(study, study.cell(cell.init_from), seed) if cell.init_from else None
     trained = train_cell(study, cell, seed)
-    return evaluate_cell(study, cell, seed, trained, out)
+    result = evaluate_cell(study, cell, seed, trained, out)
+    if stage_one is not None:
+        result["init_from"] = stage_one_record(out, cell.init_from, seed, stage_one.summary)
+    return result
+
+
+def stage_one_record(out: Path, name: str, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """Which stage-1 run a stage-2 cell started from, with its losses next to those its results
+    JSON recorded: equal when the checkpoint is the one the grid evaluated; when it was rebuilt on
+    another machine they show how closely the rebuild reproduced it."""
+    recorded_file = result_path(out, name, seed)
+    recorded = json.loads(recorded_file.read_text())["train"] if recorded_file.is_file() else {}
+    return {
+        "cell": name,
+        "checkpoint": summary["checkpoint"],
+        "loss": summary["loss"],
+        "val_loss": summary["val_loss"],
+        "recorded_loss": recorded.get("loss"),
+        "recorded_val_loss": recorded.get("val_loss"),
+    }
 
 
 def judges_for(study: StudyConfig, spec: EvalSpec) -> Judges:
