@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from speechlm.data.manifest import Corpus, ManifestError, Utterance, iter_manifest, read_manifest, write_manifest
+from speechlm.data.manifest import Corpus, ManifestError, Utterance, iter_manifest, read_manifest, spread, write_manifest
 
 TTS = Utterance("u1", "audio/u1.wav", "The red dog slept.", "slt", 1.25, "train")
 QA = Utterance(
@@ -76,3 +76,12 @@ def test_corpus_open(tiny_corpus: Path):
 def test_corpus_open_needs_corpus_json(tmp_path):
     with pytest.raises(FileNotFoundError, match="no corpus.json"):
         Corpus.open(tmp_path)
+
+
+def test_spread_keeps_every_speaker_and_the_limit():
+    rows = [Utterance(id=f"{s}-{i}", audio="a.wav", text="x", speaker=s, duration=1.0, split="test") for s in "abcd" for i in range(10)]
+    picked = spread(rows, 8)
+    assert len(picked) == 8 and {r.speaker for r in picked} == set("abcd")
+    assert picked == spread(rows, 8) and len(set(r.id for r in picked)) == 8
+    assert spread(rows, 0) == rows and spread(rows, 100) == rows
+    assert len(spread(rows, 13)) <= 13  # a stride never returns more than asked

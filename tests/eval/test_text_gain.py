@@ -14,7 +14,7 @@ from speechlm.data.dataset import SequenceEncoder, collate
 from speechlm.data.manifest import Corpus, Utterance
 from speechlm.data.tasks import TaskFormatter
 from speechlm.eval import text_gain as tg
-from speechlm.eval.evaluate import spread
+from speechlm.data.manifest import spread
 from speechlm.eval.model_alignment import eval_code_cache
 from speechlm.train.checkpoint import load_slm
 

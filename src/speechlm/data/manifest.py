@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -241,3 +242,13 @@ def _select(rows: tuple[Utterance, ...], split: str | None) -> list[Utterance]:
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {SPLITS}")
     return [r for r in rows if r.split == split]
+
+
+def spread(rows: list[Utterance], limit: int) -> list[Utterance]:
+    """``limit`` rows at an even stride (all of them when ``limit`` is 0 or covers them). Manifests are
+    grouped by speaker, so every speaker of a split stays represented; every evaluation that takes a
+    subset (``speechlm eval --limit``, ``speechlm codec eval --max-items``, the text gain) uses this
+    one rule, so their figures are on the same utterances."""
+    if limit <= 0 or limit >= len(rows):
+        return list(rows)
+    return rows[:: math.ceil(len(rows) / limit)][:limit]

@@ -31,7 +31,6 @@ recording scored by SIM never conditions its own generation).
 
 from __future__ import annotations
 
-import math
 
 import time
 from collections import defaultdict
@@ -45,7 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from speechlm.audio import save_audio
-from speechlm.data.manifest import Corpus, Utterance
+from speechlm.data.manifest import Corpus, Utterance, spread
 from speechlm.eval.judges import Judges
 from speechlm.eval.report import markdown_table, write_json
 from speechlm.eval.runner import EvalRow, Evaluator
@@ -127,13 +126,6 @@ def is_seen(corpus: Corpus, row: Utterance) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Generation
 # ---------------------------------------------------------------------------------------------
-
-
-def spread(rows: list[Utterance], limit: int) -> list[Utterance]:
-    """``limit`` rows at an even stride (all of them when ``limit`` is 0 or covers them)."""
-    if limit <= 0 or limit >= len(rows):
-        return list(rows)
-    return rows[:: math.ceil(len(rows) / limit)][:limit]
 
 
 def select_rows(corpus: Corpus, split: str, kinds: Sequence[Kind] = DEFAULT_KINDS, limit: int = 0) -> dict[Kind, list[Utterance]]:

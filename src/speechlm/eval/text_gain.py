@@ -39,7 +39,7 @@ from speechlm.data.codes import CodeCache, speaker_means
 from speechlm.data.dataset import EncodedExample, SequenceEncoder, collate, speaker_vector
 from speechlm.data.manifest import Corpus, Utterance
 from speechlm.data.tasks import Task, TaskFormatter
-from speechlm.eval.evaluate import spread
+from speechlm.data.manifest import spread
 from speechlm.eval.model_alignment import eval_code_cache
 from speechlm.model.losses import IGNORE_INDEX
 from speechlm.runtime import resolve_device

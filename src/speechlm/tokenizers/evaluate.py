@@ -15,7 +15,6 @@ measured is ``null``, never 0. Items whose audio cannot be read are skipped and 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from speechlm.audio import AudioError, load_audio, resample, save_audio
-from speechlm.data.manifest import Corpus, Utterance
+from speechlm.data.manifest import Corpus, Utterance, spread
 from speechlm.eval import metrics
 from speechlm.tokenizers.base import SpeechTokenizer
 
@@ -156,8 +155,7 @@ def evaluate_codec(
         raise ValueError(f"{tok.describe()} cannot decode a subset of its streams (no decode_streams)")
     corpus = Corpus.open(corpus_dir)
     rows: list[Utterance] = corpus.tts(split)
-    if 0 < max_items < len(rows):  # an even stride keeps every speaker (rows are grouped by speaker)
-        rows = rows[:: math.ceil(len(rows) / max_items)][:max_items]
+    rows = spread(rows, max_items)
     if not rows:
         raise ValueError(f"corpus {corpus_dir} has no '{split}' TTS utterances to evaluate")
     judges = judges if judges is not None else Judges()
