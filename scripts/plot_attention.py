@@ -20,8 +20,7 @@ import matplotlib
 import torch
 
 from speechlm.data.dataset import collate
-from speechlm.data.manifest import Corpus
-from speechlm.data.manifest import spread
+from speechlm.data.manifest import Corpus, spread
 from speechlm.eval.model_alignment import eval_code_cache
 from speechlm.eval.text_gain import example_maker
 from speechlm.train.checkpoint import load_slm

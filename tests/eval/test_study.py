@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +179,6 @@ def test_micro_study_end_to_end(tiny_corpus: Path, tmp_path: Path):
     assert qa["init_from"]["cell"] == "spk12" and qa["init_from"]["loss"] == qa["init_from"]["recorded_loss"]
 
     # The stage-1 results came from "another machine": its checkpoint is gone, so the stage-2 cell rebuilds it.
-    import shutil
-
     shutil.rmtree(run_dir(study, "spk12", 0))
     result_path(out, "qa", 0).unlink()
     run_study(study, out, only=["qa"], log=lambda _: None)
@@ -202,8 +201,6 @@ class _EchoAsr:
 
 
 def test_rejudge_rescores_kept_audio_and_keeps_generation_figures(tiny_corpus: Path, tmp_path: Path):
-    import shutil
-
     from speechlm.data.manifest import Corpus
     from speechlm.eval.judges import Judges
     from speechlm.eval.study_cell import rejudge_cell

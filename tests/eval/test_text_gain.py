@@ -11,10 +11,9 @@ import torch
 
 from speechlm.cli import main
 from speechlm.data.dataset import SequenceEncoder, collate
-from speechlm.data.manifest import Corpus, Utterance
+from speechlm.data.manifest import Corpus, Utterance, spread
 from speechlm.data.tasks import TaskFormatter
 from speechlm.eval import text_gain as tg
-from speechlm.data.manifest import spread
 from speechlm.eval.model_alignment import eval_code_cache
 from speechlm.train.checkpoint import load_slm
 

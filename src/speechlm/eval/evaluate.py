@@ -31,7 +31,6 @@ recording scored by SIM never conditions its own generation).
 
 from __future__ import annotations
 
-
 import time
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence

@@ -37,9 +37,8 @@ import torch.nn.functional as F
 
 from speechlm.data.codes import CodeCache, speaker_means
 from speechlm.data.dataset import EncodedExample, SequenceEncoder, collate, speaker_vector
-from speechlm.data.manifest import Corpus, Utterance
+from speechlm.data.manifest import Corpus, Utterance, spread
 from speechlm.data.tasks import Task, TaskFormatter
-from speechlm.data.manifest import spread
 from speechlm.eval.model_alignment import eval_code_cache
 from speechlm.model.losses import IGNORE_INDEX
 from speechlm.runtime import resolve_device
