@@ -17,8 +17,8 @@ test-slow: setup
 
 # Re-create the shipped default model (checkpoints/slm/default) from scratch: ~2 h 15 min on the 2-core CPU
 # (corpus ~7 min; stage 1: a 9,000-step cosine schedule, ~70 min, then resumed with a 15,000-step schedule -- a warm
-# restart, as the shipped model was trained -- ~47 min; stage 2 ~5 min; evaluation ~6 min). The demo-corpus recipe it replaced:
-# configs/slm/default_stage{1,2}.yaml.
+# restart, as the shipped model was trained -- ~47 min; stage 2 ~5 min; evaluation ~6 min).
+# The demo-corpus recipe it replaced: configs/slm/default_stage{1,2}.yaml.
 default-model: setup
 	test -f data/large/corpus.json || $(BIN)/speechlm data synth --preset large --out data/large --workers 2
 	$(BIN)/speechlm train configs/slm/large_guided.yaml
