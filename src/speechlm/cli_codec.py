@@ -9,6 +9,10 @@ import argparse
 from pathlib import Path
 
 
+# Checked by the library (tokenizers/storage.py); not imported here, to keep argument parsing torch-free.
+_STORAGE_HELP = "weights on disk: fp32, fp16 or fp16-int8dec (int8 decoder weights; codes unchanged)"
+
+
 def _cmd_codec_train(args: argparse.Namespace) -> int:
     from speechlm.config import load, read_yaml
     from speechlm.tokenizers.train import CodecTrainConfig, train_codec
@@ -68,8 +72,17 @@ def _cmd_codec_decode(args: argparse.Namespace) -> int:
 def _cmd_codec_ship(args: argparse.Namespace) -> int:
     from speechlm.tokenizers.checkpoint import ship_checkpoint
 
-    out = ship_checkpoint(Path(args.ckpt), Path(args.out), Path(args.eval) if args.eval else None, args.note)
+    eval_json = Path(args.eval) if args.eval else None
+    out = ship_checkpoint(Path(args.ckpt), Path(args.out), eval_json, args.note, storage=args.storage)
     print(f"shipped {args.ckpt} -> {out}")
+    return 0
+
+
+def _cmd_codec_repack(args: argparse.Namespace) -> int:
+    from speechlm.tokenizers.checkpoint import repack
+
+    before, after = repack(Path(args.ckpt), args.storage)
+    print(f"{args.ckpt}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB ({args.storage})")
     return 0
 
 
@@ -143,4 +156,10 @@ def add_codec(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="e.g. checkpoints/codec/coupled_rvq")
     p.add_argument("--eval", default=None, help="`codec eval --json` report to put on the model card")
     p.add_argument("--note", default="", help="a paragraph for the card (machine, budget, caveats)")
+    p.add_argument("--storage", default="fp16", help=_STORAGE_HELP)
     p.set_defaults(func=_cmd_codec_ship)
+
+    p = verbs.add_parser("repack", help="rewrite a saved tokenizer's weights in another storage, in place")
+    p.add_argument("ckpt", help="a shipped or trained tokenizer folder")
+    p.add_argument("--storage", required=True, help=_STORAGE_HELP)
+    p.set_defaults(func=_cmd_codec_repack)

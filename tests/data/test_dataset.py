@@ -114,6 +114,27 @@ def test_role_qa_and_text_tasks_use_qa_rows(setup):
     assert text.decode(targets[:-1]) == " [ta]The answer is two.[ua]"
 
 
+def test_repeat_upsamples_a_task_in_the_training_split_only(setup):
+    corpus, cache, text = setup
+    cfg = _cfg(corpus.root, tasks=("role_qa", "tts"), repeat={"role_qa": 3})
+    encoder = SequenceEncoder(text, _layout(cache, 3))
+    once, _ = encode_split(corpus, "train", cfg, encoder, cache)
+    train, _ = encode_split(corpus, "train", cfg, encoder, cache, repeat=True)
+    count = lambda xs, task: sum(e.id.endswith("/" + task) for e in xs)  # noqa: E731
+    assert (count(once, "role_qa"), count(once, "tts")) == (1, 2)
+    assert (count(train, "role_qa"), count(train, "tts")) == (3, 2)
+    assert all(e is train[0] for e in train if e.id == train[0].id)  # encoded once, listed three times
+
+
+@pytest.mark.parametrize(
+    ("repeat", "match"),
+    [({"asr": 2}, "'asr', which is not in tasks"), ({"tts": 0}, "whole number >= 1"), ({"tts": 1.5}, "whole number")],
+)
+def test_bad_repeat_is_an_error(repeat, match):
+    with pytest.raises(ValueError, match=match):
+        TaskConfig(tasks=("tts", "role_qa"), repeat=repeat)
+
+
 def test_missing_codes_and_overlong_sequences(setup, tmp_path):
     corpus, _, text = setup
     partial = build_code_cache(corpus, FrameTokenizer(), tmp_path / "c", splits=("val",), show_progress=False)

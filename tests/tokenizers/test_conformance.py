@@ -101,7 +101,7 @@ def test_shipped_checkpoint_drops_ema_statistics_and_keeps_codes(tok: SpeechToke
     from safetensors import safe_open
 
     wav, lengths = _batch(seed=2)
-    save_tokenizer(tok, tmp_path / "ship", half=True)
+    save_tokenizer(tok, tmp_path / "ship", storage="fp16")
     with safe_open(str(tmp_path / "ship" / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert not any(k.endswith((".embed_avg", ".cluster_size")) for k in keys)
@@ -114,3 +114,25 @@ def test_shipped_checkpoint_drops_ema_statistics_and_keeps_codes(tok: SpeechToke
             assert torch.equal(buf, buffers[name.removesuffix("_avg")])
         if name.endswith(".cluster_size"):
             assert torch.all(buf == 1)
+
+
+def test_int8_decoder_storage_keeps_codes_and_decodes_closely(tok: SpeechTokenizer, tmp_path) -> None:
+    from safetensors import safe_open
+
+    wav, lengths = _batch(seed=3)
+    save_tokenizer(tok, tmp_path / "fp16", storage="fp16")
+    save_tokenizer(tok, tmp_path / "int8", storage="fp16-int8dec")
+    with safe_open(str(tmp_path / "int8" / "model.safetensors"), "pt") as f:
+        assert f.metadata()["storage"] == "fp16-int8dec"
+        int8_keys = [k for k in f.keys() if f.get_slice(k).get_dtype() == "I8"]
+    has_decoder = any(name.startswith("decoder.") for name, _ in tok.named_parameters())
+    assert bool(int8_keys) == has_decoder and all(k.startswith("decoder.") for k in int8_keys)
+    half, packed = load_tokenizer(tmp_path / "fp16"), load_tokenizer(tmp_path / "int8")
+    enc_half, enc_packed = half.encode(wav, lengths), packed.encode(wav, lengths)
+    assert torch.equal(enc_half.codes, enc_packed.codes)  # the SLM's inputs do not move
+    if has_decoder:
+        assert (tmp_path / "int8" / "model.safetensors").stat().st_size < (tmp_path / "fp16" / "model.safetensors").stat().st_size
+        a = half.decode(enc_half.codes, enc_half.lengths, enc_half.speaker).wav
+        b = packed.decode(enc_half.codes, enc_half.lengths, enc_half.speaker).wav
+        assert not torch.equal(a, b)  # the decoder really was quantised ...
+        assert (a - b).norm() <= 0.05 * a.norm()  # ... and decodes within 5 % of the fp16 decoder

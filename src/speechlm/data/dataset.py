@@ -175,11 +175,14 @@ def encode_split(
     cfg: DataConfig,
     encoder: SequenceEncoder,
     cache: CodeCache | None,
+    *,
+    repeat: bool = False,
 ) -> tuple[list[EncodedExample], list[SkippedExample]]:
     """Every example of the configured task mixture for ``split``.
 
+    ``repeat`` (the training split): each task's examples appear ``cfg.task.repeat[task]`` times.
     Rows that cannot be used (no cached codes, empty text ...) raise before training starts; sequences
-    longer than ``max_positions`` are skipped and returned for the caller to report.
+    longer than ``max_positions`` are skipped (once) and returned for the caller to report.
     """
     formatter = TaskFormatter(cfg.task)
     means = speaker_means(cache, corpus) if cache is not None and cfg.speaker_vector == "speaker_mean" else {}
@@ -199,7 +202,7 @@ def encode_split(
             if example.length > cfg.max_positions:
                 skipped.append(SkippedExample(example.id, f"{example.length} positions > max_positions"))
                 continue
-            examples.append(example)
+            examples.extend([example] * (cfg.task.repeat.get(task, 1) if repeat else 1))
     return examples, skipped
 
 

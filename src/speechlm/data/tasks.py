@@ -82,6 +82,10 @@ class TaskConfig:
     speaker_aware: bool = False  # put the speaker placeholder into tts/role_qa prompts (§2.3)
     prompt_loss: bool = False  # True: loss on the prompt too (Eq. 6 read literally); False: reference code
     templates: TemplateConfig = field(default_factory=TemplateConfig)
+    # Times each task's training rows enter one epoch (default 1; the validation split is never
+    # repeated). Stage 2 of the `large` corpus has 900 role-QA rows against 18,000 TTS rehearsal
+    # rows; {role_qa: 10} makes QA a third of the mixture instead of 5 %.
+    repeat: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -91,6 +95,11 @@ class TaskConfig:
             raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks lists a task twice: {list(self.tasks)}")
+        for task, times in self.repeat.items():
+            if task not in self.tasks:
+                raise ValueError(f"repeat names {task!r}, which is not in tasks {list(self.tasks)}")
+            if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+                raise ValueError(f"repeat[{task!r}] must be a whole number >= 1, got {times!r}")
 
     @property
     def needs_speech(self) -> bool:

@@ -1,7 +1,7 @@
 """Shipping a trained tokenizer: ``speechlm codec ship RUN/checkpoint --eval EVAL.json --out DIR``.
 
-A shipped checkpoint is what ``registry.load_tokenizer`` reads — ``model.safetensors`` (fp16, to
-stay small enough for the repository) and ``config.yaml`` — plus a model card ``README.md`` that
+A shipped checkpoint is what ``registry.load_tokenizer`` reads — ``model.safetensors`` (fp16, or fp16
+with an int8 decoder: ``storage.py``; small enough for the repository) and ``config.yaml`` — plus a model card ``README.md`` that
 says how it was trained (the resolved training config and its log) and what it measured (the
 ``codec eval`` summary), so a figure in docs/RESULTS.md can always be traced to its checkpoint.
 """
@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from speechlm.tokenizers.registry import load_tokenizer, save_tokenizer
+from speechlm.tokenizers.registry import WEIGHTS_FILE, load_tokenizer, save_tokenizer
+from speechlm.tokenizers.storage import Storage
 
 SUMMARY_ROWS = (
     ("stoi", "STOI"),
@@ -77,11 +78,13 @@ def model_card(
     return "\n".join(lines) + "\n"
 
 
-def ship_checkpoint(ckpt: Path, out: Path, eval_json: Path | None = None, note: str = "") -> Path:
-    """Copy a training checkpoint as a shipped tokenizer (fp16 weights, config, model card)."""
+def ship_checkpoint(
+    ckpt: Path, out: Path, eval_json: Path | None = None, note: str = "", storage: Storage = "fp16"
+) -> Path:
+    """Copy a training checkpoint as a shipped tokenizer (``storage`` weights, config, model card)."""
     tok = load_tokenizer(ckpt)
     assert tok.tokenizer_config is not None
-    save_tokenizer(tok, out, half=True)
+    save_tokenizer(tok, out, storage=storage)
     train_yaml = (ckpt / "train_config.yaml").read_text() if (ckpt / "train_config.yaml").is_file() else ""
     evaluation: dict[str, Any] = {}
     if eval_json is not None:
@@ -94,3 +97,15 @@ def ship_checkpoint(ckpt: Path, out: Path, eval_json: Path | None = None, note: 
     card = model_card(tok.tokenizer_config.name, tok.describe(), train_yaml, facts, evaluation, note)
     (out / "README.md").write_text(card)
     return out
+
+
+def repack(directory: Path, storage: Storage) -> tuple[int, int]:
+    """Rewrite a saved tokenizer's weights in ``storage`` in place (config and card untouched).
+
+    Returns (bytes before, bytes after). Repacking cannot restore precision that a smaller storage
+    already dropped: an fp16 checkpoint repacked as fp32 holds the fp16 values.
+    """
+    before = (directory / WEIGHTS_FILE).stat().st_size if (directory / WEIGHTS_FILE).is_file() else 0
+    tok = load_tokenizer(directory)
+    save_tokenizer(tok, directory, storage=storage)
+    return before, (directory / WEIGHTS_FILE).stat().st_size

@@ -8,10 +8,11 @@ Adding a design is one line in :data:`DESIGNS`. Modules are imported lazily so t
 name every design without importing all of them (and without import cycles).
 
 On disk (``save_tokenizer``): ``DIR/model.safetensors`` + ``DIR/config.yaml`` (the resolved
-TokenizerConfig), each written atomically (temp file + rename). A shipped (``half``) checkpoint also
-leaves out the EMA codebooks' training statistics (``embed_avg``, ``cluster_size``): encoding and
-decoding read only ``embed``, and loading re-derives the statistics from it, so fine-tuning a shipped
-codec restarts its EMA from the shipped codebook.
+TokenizerConfig), each written atomically (temp file + rename). A shipped checkpoint (``storage``
+``fp16`` or ``fp16-int8dec``, see ``storage.py``) also leaves out the EMA codebooks' training
+statistics (``embed_avg``, ``cluster_size``): encoding and decoding read only ``embed``, and loading
+re-derives the statistics from it, so fine-tuning a shipped codec restarts its EMA from the shipped
+codebook.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_file, save_model
+from safetensors import safe_open
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from speechlm import config as cfglib
 from speechlm.tokenizers.base import SpeechTokenizer
+from speechlm.tokenizers.storage import Storage, check_storage, pack, unpack
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -98,24 +101,27 @@ def build_tokenizer(cfg: TokenizerConfig) -> SpeechTokenizer:
     return tok
 
 
-def save_tokenizer(tok: SpeechTokenizer, directory: str | Path, half: bool = False) -> Path:
+def save_tokenizer(tok: SpeechTokenizer, directory: str | Path, storage: Storage = "fp32") -> Path:
     """Write weights (safetensors) and the resolved config into ``directory`` atomically.
 
-    ``half`` stores floating-point tensors as fp16 (shipped checkpoints: half the size); loading
-    casts them back to the model's dtype.
+    ``storage`` (``tokenizers/storage.py``): ``fp32`` as trained; ``fp16`` halves the size;
+    ``fp16-int8dec`` also stores the waveform decoder's weights as int8 (shipped codecs). The two
+    shipped forms leave out the EMA statistics; loading re-derives them and casts back to float.
     """
+    check_storage(storage)
     if tok.tokenizer_config is None:
         raise ValueError(f"{type(tok).__name__} was not built by build_tokenizer; it has no config to save")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (WEIGHTS_FILE + ".tmp")
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in tok.state_dict().items() if not _is_ema_stat(k)}
-        # clone: tied tensors (views of one storage) must not be written twice or as shared memory.
-        save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(tmp))
-    else:
+    if storage == "fp32":
         # save_model (not save_file) de-duplicates shared tensors, e.g. tied codebooks.
-        save_model(tok, str(tmp))
+        save_model(tok, str(tmp), metadata={"storage": storage})
+    else:
+        state = pack({k: v for k, v in tok.state_dict().items() if not _is_ema_stat(k)}, storage)
+        # clone: tied tensors (views of one storage) must not be written twice or as shared memory.
+        tensors = {k: v.detach().clone().contiguous() for k, v in state.items()}
+        save_file(tensors, str(tmp), metadata={"storage": storage})
     tmp.replace(directory / WEIGHTS_FILE)
     cfglib.dump(tok.tokenizer_config, directory / CONFIG_FILE)
     return directory
@@ -129,11 +135,17 @@ def load_tokenizer(directory: str | Path, device: str | torch.device = "cpu") ->
             raise FileNotFoundError(f"{directory} is not a saved tokenizer: {fname} is missing")
     cfg = cfglib.load(TokenizerConfig, directory / CONFIG_FILE)
     tok = build_tokenizer(cfg)
-    missing, unexpected = load_model(tok, str(directory / WEIGHTS_FILE), strict=False, device=str(device))
+    weights = directory / WEIGHTS_FILE
+    with safe_open(str(weights), framework="pt") as f:
+        storage = (f.metadata() or {}).get("storage", "fp32")
+    if storage == "fp16-int8dec":
+        missing, unexpected = tok.load_state_dict(unpack(load_file(str(weights))), strict=False)
+    else:  # fp32 / fp16 (and files written before the metadata existed)
+        missing, unexpected = load_model(tok, str(weights), strict=False, device="cpu")
     absent = [k for k in missing if not _is_ema_stat(k)]
     if absent or unexpected:
         raise RuntimeError(
-            f"{directory / WEIGHTS_FILE} does not match its config.yaml: missing {absent[:5]}, unexpected {unexpected[:5]}"
+            f"{weights} does not match its config.yaml: missing {absent[:5]}, unexpected {list(unexpected)[:5]}"
         )
     _rederive_ema_stats(tok, [k for k in missing if _is_ema_stat(k)])
     return tok.to(device).eval()

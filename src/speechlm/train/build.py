@@ -83,7 +83,7 @@ def assemble(
     else:
         text = build_text_tokenizer(cfg.text, [*corpus_texts(corpus, cfg.data.task), _ASCII])
     encoder = SequenceEncoder(text, layout)
-    train, skipped = encode_split(corpus, cfg.data.train_split, cfg.data, encoder, cache)
+    train, skipped = encode_split(corpus, cfg.data.train_split, cfg.data, encoder, cache, repeat=True)
     val: list[EncodedExample] = []
     if cfg.data.val_split is not None:
         val, val_skipped = encode_split(corpus, cfg.data.val_split, cfg.data, encoder, cache)
