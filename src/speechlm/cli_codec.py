@@ -81,8 +81,13 @@ def _cmd_codec_ship(args: argparse.Namespace) -> int:
 def _cmd_codec_repack(args: argparse.Namespace) -> int:
     from speechlm.tokenizers.checkpoint import repack
 
-    before, after = repack(Path(args.ckpt), args.storage)
-    print(f"{args.ckpt}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB ({args.storage})")
+    r = repack(Path(args.ckpt), args.storage)
+    print(f"{args.ckpt}: {r.bytes_before / 1e6:.2f} MB -> {r.bytes_after / 1e6:.2f} MB ({args.storage})")
+    if r.fingerprint_after != r.fingerprint_before:
+        print(
+            f"fingerprint {r.fingerprint_before[:12]} -> {r.fingerprint_after[:12]}: SLMs trained on the old weights "
+            "(and their code caches) no longer match this tokenizer"
+        )
     return 0
 
 

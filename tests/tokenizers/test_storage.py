@@ -44,3 +44,22 @@ def test_bad_storage_and_bad_files_are_errors() -> None:
         unpack({"decoder.w" + SCALE_SUFFIX: torch.ones(2)})
     with pytest.raises(ValueError, match="has a scale but is"):
         unpack({"decoder.w": torch.ones(2, 2), "decoder.w" + SCALE_SUFFIX: torch.ones(2)})
+
+
+def test_repack_rewrites_only_the_weights_and_reports_the_new_fingerprint(tmp_path) -> None:
+    from speechlm.tokenizers.base import pad_batch
+    from speechlm.tokenizers.checkpoint import repack
+    from speechlm.tokenizers.registry import build_tokenizer, load_tokenizer, save_tokenizer
+    from tests.tokenizers.conftest import tiny_tokenizer_config
+
+    torch.manual_seed(0)
+    save_tokenizer(build_tokenizer(tiny_tokenizer_config("decoupled")), tmp_path / "tok", storage="fp16")
+    config = (tmp_path / "tok" / "config.yaml").read_bytes()
+    wav, lengths = pad_batch([0.1 * torch.randn(3_000), 0.1 * torch.randn(2_000)])
+    codes = load_tokenizer(tmp_path / "tok").encode(wav, lengths).codes
+    result = repack(tmp_path / "tok", "fp16-int8dec")
+    assert result.bytes_after < result.bytes_before
+    assert result.fingerprint_after != result.fingerprint_before  # the decoder's values moved
+    assert (tmp_path / "tok" / "config.yaml").read_bytes() == config
+    assert torch.equal(load_tokenizer(tmp_path / "tok").encode(wav, lengths).codes, codes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]  # no temporary folder left behind

@@ -9,11 +9,21 @@ says how it was trained (the resolved training config and its log) and what it m
 from __future__ import annotations
 
 import json
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from speechlm.tokenizers.registry import WEIGHTS_FILE, load_tokenizer, save_tokenizer
 from speechlm.tokenizers.storage import Storage
+
+@dataclass(frozen=True)
+class RepackResult:
+    bytes_before: int
+    bytes_after: int
+    fingerprint_before: str  # data.codes.tokenizer_fingerprint
+    fingerprint_after: str
+
 
 SUMMARY_ROWS = (
     ("stoi", "STOI"),
@@ -99,13 +109,20 @@ def ship_checkpoint(
     return out
 
 
-def repack(directory: Path, storage: Storage) -> tuple[int, int]:
+def repack(directory: Path, storage: Storage) -> RepackResult:
     """Rewrite a saved tokenizer's weights in ``storage`` in place (config and card untouched).
 
-    Returns (bytes before, bytes after). Repacking cannot restore precision that a smaller storage
-    already dropped: an fp16 checkpoint repacked as fp32 holds the fp16 values.
+    Repacking cannot restore precision that a smaller storage already dropped (fp16 repacked as fp32
+    holds the fp16 values). Changing the stored values changes the tokenizer's fingerprint, so SLMs
+    trained on the old weights, and their code caches, no longer match it: the result says so.
     """
-    before = (directory / WEIGHTS_FILE).stat().st_size if (directory / WEIGHTS_FILE).is_file() else 0
+    from speechlm.data.codes import tokenizer_fingerprint
+
+    weights = directory / WEIGHTS_FILE
+    before = weights.stat().st_size if weights.is_file() else 0
     tok = load_tokenizer(directory)
-    save_tokenizer(tok, directory, storage=storage)
-    return before, (directory / WEIGHTS_FILE).stat().st_size
+    old = tokenizer_fingerprint(tok)
+    with tempfile.TemporaryDirectory(dir=directory.parent) as tmp:
+        save_tokenizer(tok, tmp, storage=storage)
+        (Path(tmp) / WEIGHTS_FILE).replace(weights)
+    return RepackResult(before, weights.stat().st_size, old, tokenizer_fingerprint(load_tokenizer(directory)))
