@@ -63,3 +63,16 @@ def test_repack_rewrites_only_the_weights_and_reports_the_new_fingerprint(tmp_pa
     assert (tmp_path / "tok" / "config.yaml").read_bytes() == config
     assert torch.equal(load_tokenizer(tmp_path / "tok").encode(wav, lengths).codes, codes)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]  # no temporary folder left behind
+
+
+def test_a_weights_file_with_an_unknown_storage_is_refused(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from speechlm.tokenizers.registry import build_tokenizer, load_tokenizer, save_tokenizer
+    from tests.tokenizers.conftest import tiny_tokenizer_config
+
+    save_tokenizer(build_tokenizer(tiny_tokenizer_config("coupled_fsq")), tmp_path, storage="fp16")
+    weights = str(tmp_path / "model.safetensors")
+    save_file(load_file(weights), weights, metadata={"storage": "int4"})
+    with pytest.raises(ValueError, match="unknown weight storage 'int4'"):
+        load_tokenizer(tmp_path)

@@ -1,9 +1,10 @@
 """Shipping a trained tokenizer: ``speechlm codec ship RUN/checkpoint --eval EVAL.json --out DIR``.
 
-A shipped checkpoint is what ``registry.load_tokenizer`` reads — ``model.safetensors`` (fp16, or fp16
-with an int8 decoder: ``storage.py``; small enough for the repository) and ``config.yaml`` — plus a model card ``README.md`` that
-says how it was trained (the resolved training config and its log) and what it measured (the
-``codec eval`` summary), so a figure in docs/RESULTS.md can always be traced to its checkpoint.
+A shipped checkpoint is what ``registry.load_tokenizer`` reads — ``model.safetensors`` (fp16, or
+fp16 with an int8 decoder, ``storage.py``: small enough for the repository) and ``config.yaml`` —
+plus a model card ``README.md`` that says how it was trained (the resolved training config and its
+log) and what it measured (the ``codec eval`` summary), so a figure in docs/RESULTS.md can always be
+traced to its checkpoint.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from typing import Any
 from speechlm.tokenizers.registry import WEIGHTS_FILE, load_tokenizer, save_tokenizer
 from speechlm.tokenizers.storage import Storage
 
+
 @dataclass(frozen=True)
 class RepackResult:
+    """What ``repack`` changed: file size and ``data.codes.tokenizer_fingerprint``."""
+
     bytes_before: int
     bytes_after: int
-    fingerprint_before: str  # data.codes.tokenizer_fingerprint
+    fingerprint_before: str
     fingerprint_after: str
 
 

@@ -137,10 +137,11 @@ def load_tokenizer(directory: str | Path, device: str | torch.device = "cpu") ->
     tok = build_tokenizer(cfg)
     weights = directory / WEIGHTS_FILE
     with safe_open(str(weights), framework="pt") as f:
-        storage = (f.metadata() or {}).get("storage", "fp32")
+        # files written before the metadata existed are fp32 or fp16, which load_model reads alike
+        storage = check_storage((f.metadata() or {}).get("storage", "fp32"))
     if storage == "fp16-int8dec":
         missing, unexpected = tok.load_state_dict(unpack(load_file(str(weights))), strict=False)
-    else:  # fp32 / fp16 (and files written before the metadata existed)
+    else:
         missing, unexpected = load_model(tok, str(weights), strict=False, device="cpu")
     absent = [k for k in missing if not _is_ema_stat(k)]
     if absent or unexpected:
